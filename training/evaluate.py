@@ -1,0 +1,115 @@
+"""PSNR/SSIM of checkpoints on test folders against bicubic, under the paper's protocol.
+
+    python -m training.evaluate                          # every shipped checkpoint, Set5 + Set14
+    python -m training.evaluate runs/x.pt --sets Set5     # one checkpoint
+    python -m training.evaluate --json results/evaluation.json --markdown results/evaluation.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_runtime.metrics import bicubic_upscale, evaluate_set, load_eval_set
+from training.data import DataError, resolve_data_dir, set_folder
+from training.model import PRESETS, SCALES, CheckpointError, load_weights, model_id
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def shipped_checkpoints() -> list[Path]:
+    """Shipped weights in pipeline order: fsrcnn_x2 ... fsrcnn-s_x4."""
+    paths = [WEIGHTS_DIR / f"{model_id(name, scale)}.pt" for name in PRESETS for scale in SCALES]
+    return [p for p in paths if p.is_file()]
+
+
+def torch_upscaler(model):
+    def upscale(lr: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.from_numpy(lr.astype(np.float32) / 255.0)[None, None]
+            return model(x)[0, 0].numpy().astype(np.float64) * 255.0
+
+    return upscale
+
+
+def evaluate(checkpoints: list[Path], data_dir: Path, sets: list[str]) -> dict:
+    """{"bicubic": {set: {scale: psnr/ssim}}, "models": {id: {set: psnr/ssim}}}."""
+    pairs_cache: dict[tuple[str, int], list] = {}
+
+    def pairs(name: str, scale: int):
+        if (name, scale) not in pairs_cache:
+            pairs_cache[name, scale] = load_eval_set(set_folder(data_dir, name), scale)
+        return pairs_cache[name, scale]
+
+    result: dict = {"bicubic": {}, "models": {}}
+    for path in checkpoints:
+        model = load_weights(path)
+        scale = model.config.scale
+        entry = {"checkpoint": str(path), "scale": scale, "config": model.config.to_dict()}
+        for name in sets:
+            scores = evaluate_set(torch_upscaler(model), pairs(name, scale), scale)
+            entry[name] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4)}
+            bicubic = result["bicubic"].setdefault(name, {})
+            if str(scale) not in bicubic:
+                b = evaluate_set(lambda lr: bicubic_upscale(lr, scale), pairs(name, scale), scale)
+                bicubic[str(scale)] = {"psnr": round(b["psnr"], 3), "ssim": round(b["ssim"], 4)}
+        result["models"][path.stem] = entry
+    return result
+
+
+def markdown_table(result: dict, sets: list[str]) -> str:
+    """Rows: bicubic and each model family; columns: set x scale, 'PSNR / SSIM'."""
+    header = "| model | " + " | ".join(f"{s} x{k}" for s in sets for k in SCALES) + " |"
+    lines = [header, "|---" * (1 + len(sets) * len(SCALES)) + "|"]
+
+    def cell(scores: dict | None) -> str:
+        return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}" if scores else "-"
+
+    lines.append("| bicubic | " + " | ".join(cell(result["bicubic"].get(s, {}).get(str(k))) for s in sets for k in SCALES) + " |")
+    for name in PRESETS:
+        models = result["models"]
+        cells = [cell(models.get(model_id(name, k), {}).get(s)) for s in sets for k in SCALES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="*", type=Path, help="weights files (default: every shipped one)")
+    p.add_argument("--data-dir", help="folder holding the test sets (default: $EDGE_SR_DATA)")
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    p.add_argument("--json", type=Path, help="write the full result here")
+    p.add_argument("--markdown", type=Path, help="write the results table here")
+    args = p.parse_args(argv)
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+        checkpoints = args.checkpoints or shipped_checkpoints()
+        if not checkpoints:
+            raise CheckpointError(f"no checkpoints given and none shipped in {WEIGHTS_DIR}")
+        result = evaluate(checkpoints, data_dir, args.sets)
+    except (DataError, CheckpointError, ValueError) as err:
+        print(f"edge-sr evaluate: error: {err}", file=sys.stderr)
+        return 2
+    table = markdown_table(result, args.sets)
+    print(table, end="")
+    if args.json:
+        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        write_atomic(args.markdown, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

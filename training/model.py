@@ -1,0 +1,235 @@
+"""FSRCNN (Dong, Loy, Tang, ECCV 2016) and the SRCNN 9-1-5 baseline: the one model definition.
+
+Every export (ONNX, TFLite) derives from these modules. Inputs and outputs are
+Y images scaled to 0..1, NCHW.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DECONV_KERNEL = 9
+DECONV_PAD = DECONV_KERNEL // 2
+
+
+@dataclass(frozen=True)
+class FSRCNNConfig:
+    d: int = 56  # feature dimension (first and expanding layers)
+    s: int = 12  # shrunk dimension (mapping layers)
+    m: int = 4  # number of 3x3 mapping layers
+    scale: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {"fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
+SCALES = (2, 3, 4)
+
+
+def preset(name: str, scale: int) -> FSRCNNConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(PRESETS)}")
+    if scale not in SCALES:
+        raise ValueError(f"unsupported scale {scale}; choose from {SCALES}")
+    d, s, m = PRESETS[name]
+    return FSRCNNConfig(d=d, s=s, m=m, scale=scale)
+
+
+def model_id(name: str, scale: int) -> str:
+    """The id every stage names files after: fsrcnn_x2 ... fsrcnn-s_x4."""
+    return f"{name}_x{scale}"
+
+
+def _conv_prelu(cin: int, cout: int, k: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.PReLU(cout)]
+
+
+class FSRCNN(nn.Module):
+    """feature extraction 5x5 -> shrink 1x1 -> m x map 3x3 -> expand 1x1 -> 9x9 deconvolution."""
+
+    def __init__(self, config: FSRCNNConfig = FSRCNNConfig()):
+        super().__init__()
+        c = config
+        self.config = c
+        layers = _conv_prelu(1, c.d, 5) + _conv_prelu(c.d, c.s, 1)
+        for _ in range(c.m):
+            layers += _conv_prelu(c.s, c.s, 3)
+        layers += _conv_prelu(c.s, c.d, 1)
+        self.body = nn.Sequential(*layers)
+        # padding 4 + output_padding (scale-1) makes the output exactly scale x the input.
+        self.deconv = nn.ConvTranspose2d(
+            c.d, 1, DECONV_KERNEL, stride=c.scale, padding=DECONV_PAD, output_padding=c.scale - 1
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He init for the convolutions, N(0, 0.001) for the deconvolution, as the paper."""
+        for module in self.body:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.deconv.weight, std=0.001)
+        nn.init.zeros_(self.deconv.bias)
+
+    # Training sets this: the conv + pixel_shuffle form computes the same function faster on CPU.
+    subpixel_head = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.subpixel_head:
+            return self.forward_subpixel(x)
+        return self.deconv(self.body(x))
+
+    def forward_subpixel(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function through the conv + pixel_shuffle form: ~1.5x faster to train on CPU."""
+        w, b = deconv_to_subpixel(self.deconv.weight, self.deconv.bias, self.config.scale)
+        return F.pixel_shuffle(F.conv2d(self.body(x), w, b, padding=w.shape[-1] // 2), self.config.scale)
+
+
+def subpixel_kernel_size(scale: int) -> int:
+    """Size of the conv that replaces the 9x9 stride-`scale` deconvolution (5 for x2/x3, 3 for x4)."""
+    reach = max(
+        max(math.floor((DECONV_PAD - r) / scale), -math.ceil(-(DECONV_PAD + r) / scale))
+        for r in range(scale)
+    )
+    return 2 * reach + 1
+
+
+def _subpixel_taps(scale: int) -> torch.Tensor:
+    """For each (phase, uy, ux) of the rewritten conv: the flat 9x9 deconvolution tap it copies, or 81 (zero).
+
+    Output phase (ry, rx) at LR position i gets input j = i - t through deconvolution tap
+    k = scale * t + r + 4; the conv sees that input at offset u = pad - t.
+    """
+    k = subpixel_kernel_size(scale)
+    pad = k // 2
+    zero = DECONV_KERNEL * DECONV_KERNEL
+    taps = torch.full((scale * scale, k, k), zero, dtype=torch.long)
+    for ry in range(scale):
+        for rx in range(scale):
+            for uy in range(k):
+                for ux in range(k):
+                    ky = scale * (pad - uy) + ry + DECONV_PAD
+                    kx = scale * (pad - ux) + rx + DECONV_PAD
+                    if 0 <= ky < DECONV_KERNEL and 0 <= kx < DECONV_KERNEL:
+                        taps[ry * scale + rx, uy, ux] = ky * DECONV_KERNEL + kx
+    return taps
+
+
+def deconv_to_subpixel(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact rewrite of ConvTranspose2d(d, 1, 9, stride=scale, padding=4) as a conv to scale^2
+    channels followed by pixel_shuffle (depth_to_space). Differentiable, so training can run
+    the faster conv form while the parameters stay the paper's 9x9 deconvolution."""
+    d = weight.shape[0]
+    flat = torch.cat([weight.reshape(d, -1), weight.new_zeros(d, 1)], dim=1)  # d x 82
+    taps = _subpixel_taps(scale).to(weight.device)
+    conv_w = flat[:, taps].permute(1, 0, 2, 3)  # scale^2 x d x k x k
+    return conv_w, bias.expand(scale * scale)
+
+
+class SubpixelHead(nn.Module):
+    """conv (d -> scale^2) + pixel_shuffle: the deployment form of the deconvolution."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d, scale: int):
+        super().__init__()
+        w, b = deconv_to_subpixel(deconv.weight.detach(), deconv.bias.detach(), scale)
+        w, b = w.contiguous(), b.contiguous()
+        self.conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], padding=w.shape[2] // 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(w)
+            self.conv.bias.copy_(b)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(x), self.scale)
+
+
+class FSRCNNSubpixel(nn.Module):
+    """The same trained FSRCNN with its deconvolution rewritten as conv + depth_to_space."""
+
+    def __init__(self, model: FSRCNN):
+        super().__init__()
+        self.config = model.config
+        self.body = model.body
+        self.head = SubpixelHead(model.deconv, model.config.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class SRCNN(nn.Module):
+    """SRCNN 9-1-5 (64, 32 filters) on a bicubic-upscaled input: the paper's speed reference."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 64, 9, padding=4), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 32, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 1, 5, padding=2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def macs_per_lr_pixel(config: FSRCNNConfig) -> int:
+    """Multiply-accumulates per input (LR) pixel, the paper's complexity measure."""
+    c = config
+    body = 25 * c.d + c.d * c.s + c.m * 9 * c.s * c.s + c.s * c.d
+    return body + DECONV_KERNEL * DECONV_KERNEL * c.d
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class CheckpointError(Exception):
+    """A weights file that is missing, corrupt or not an FSRCNN of the expected shape."""
+
+
+def save_weights(model: FSRCNN, path, extra: dict | None = None) -> None:
+    """`<id>.pt` (a plain state dict, torch.load(weights_only=True)) + `<id>.json` (config and provenance),
+    each written to a temp file and renamed so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+    meta = {"config": model.config.to_dict(), **(extra or {})}
+    tmp_json = path.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp_json, path.with_suffix(".json"))
+
+
+def load_weights(path, expect_scale: int | None = None) -> FSRCNN:
+    """Build the FSRCNN described by `<id>.json` and load `<id>.pt`, with one-line errors."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        config = FSRCNNConfig(**json.loads(meta_path.read_text())["config"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing its config file {meta_path.name}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{meta_path}: not an edge-sr checkpoint config ({err})") from None
+    if expect_scale is not None and config.scale != expect_scale:
+        raise CheckpointError(f"{path}: trained for x{config.scale}, asked for x{expect_scale}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: corrupt or not a weights file ({type(err).__name__})") from None
+    model = FSRCNN(config)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match {config} ({first})") from None
+    return model.eval()

@@ -1,0 +1,214 @@
+"""Train FSRCNN / FSRCNN-s, read top to bottom.
+
+    python -m training.train --model fsrcnn --scale 3 --iters 200000
+    python -m training.train --model fsrcnn --scale 2 --init-from training/weights/fsrcnn_x3.pt --train-only deconv
+    torchrun --nproc_per_node 4 -m training.train ...      # same script, DistributedDataParallel
+
+Runs resume from runs/<id>/last.pt with --resume; the best-by-validation weights are written to
+--out-dir/<id>.pt (+ .json) whenever validation PSNR improves.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from edge_runtime.metrics import evaluate_set, load_eval_set
+from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
+from training.model import CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
+
+# LR patch side per scale (HR = scale x this); larger than the paper's 10/7/6 so border
+# effects weigh less, same cost per pixel.
+LR_PATCH = {2: 24, 3: 16, 4: 12}
+
+
+@dataclass
+class TrainConfig:
+    model: str = "fsrcnn"
+    scale: int = 3
+    data_dir: str | None = None
+    train_sets: list[str] = field(default_factory=lambda: ["T91", "BSD200"])
+    val_set: str = "Set5"
+    iters: int = 100_000
+    batch: int = 64
+    lr_patch: int = 0  # 0: LR_PATCH[scale]
+    lr: float = 2e-3
+    deconv_lr_mult: float = 0.1  # the paper's smaller rate for the last layer
+    min_lr_ratio: float = 0.01  # cosine decay floor
+    optimizer: str = "adam"
+    eval_every: int = 2000
+    init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
+    train_only: str = "all"  # "deconv": freeze everything but the deconvolution
+    run_dir: str = "runs"
+    out_dir: str = "training/weights"
+    resume: bool = False
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, value in asdict(defaults).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            p.add_argument(flag, action="store_true")
+        elif isinstance(value, list):
+            p.add_argument(flag, nargs="+", default=value)
+        else:
+            kind = type(value) if value is not None else str
+            p.add_argument(flag, type=kind, default=value)
+    return TrainConfig(**vars(p.parse_args(argv)))
+
+
+def cosine_lr(cfg: TrainConfig, step: int) -> float:
+    progress = min(step / max(cfg.iters, 1), 1.0)
+    floor = cfg.min_lr_ratio
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def validate(model: FSRCNN, pairs, scale: int) -> float:
+    model.eval()
+    with torch.no_grad():
+        def upscale(lr: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(lr.astype(np.float32) / 255.0)[None, None]
+            return model(x)[0, 0].numpy() * 255.0
+
+        result = evaluate_set(upscale, pairs, scale)
+    model.train()
+    return result["psnr"]
+
+
+def build_model(cfg: TrainConfig) -> FSRCNN:
+    model = FSRCNN(preset(cfg.model, cfg.scale))
+    if cfg.init_from:
+        source = load_weights(cfg.init_from)
+        if source.config.d != model.config.d or source.config.s != model.config.s:
+            raise CheckpointError(f"{cfg.init_from}: {source.config} does not match {cfg.model}")
+        model.body.load_state_dict(source.body.state_dict())
+        if source.config.scale == cfg.scale:
+            model.deconv.load_state_dict(source.deconv.state_dict())
+    if cfg.train_only == "deconv":
+        model.body.requires_grad_(False)
+    elif cfg.train_only != "all":
+        raise ValueError(f"--train-only must be 'all' or 'deconv', not {cfg.train_only!r}")
+    return model
+
+
+def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.deconv.parameters()), "lr_mult": cfg.deconv_lr_mult}]
+    body = [p for p in model.body.parameters() if p.requires_grad]
+    if body:
+        groups.append({"params": body, "lr_mult": 1.0})
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+    raise ValueError(f"--optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}")
+
+
+def train(cfg: TrainConfig) -> float:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:  # launched by torchrun: one process per GPU (or CPU worker)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = dist.get_rank()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    is_main = rank == 0
+
+    data_dir = resolve_data_dir(cfg.data_dir)
+    folders = [set_folder(data_dir, name) for name in cfg.train_sets]
+    val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
+    sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank, progress=is_main)
+
+    ident = model_id(cfg.model, cfg.scale)
+    run = Path(cfg.run_dir) / ident
+    run.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg).to(device)
+    optimizer = make_optimizer(cfg, model)
+    step, best = 0, -math.inf
+    if cfg.resume and (run / "last.pt").is_file():
+        state = torch.load(run / "last.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best_psnr"]
+        sampler.rng = np.random.default_rng(cfg.seed + rank + step)
+        if is_main:
+            print(f"resumed {ident} at step {step}, best Set5 {best:.3f} dB")
+    model.subpixel_head = True
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    log_path = run / "log.csv"
+    new_log = not log_path.exists() or step == 0
+    log = open(log_path, "w" if new_log else "a", newline="") if is_main else None
+    writer = csv.writer(log) if log else None
+    if writer and new_log:
+        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"])
+    start, running = time.time(), []
+    bar = tqdm(total=cfg.iters, initial=step, desc=ident, disable=not is_main, unit="it",
+               mininterval=0.5 if sys.stderr.isatty() else 60)
+    while step < cfg.iters:
+        lr_now = cosine_lr(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now * group["lr_mult"]
+        lr_batch, hr_batch = (t.to(device) for t in sampler.batch(cfg.batch))
+        loss = torch.nn.functional.mse_loss(net(lr_batch), hr_batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running.append(loss.item())
+        bar.update(1)
+        if is_main and (step % cfg.eval_every == 0 or step == cfg.iters):
+            val = validate(model, val_pairs, cfg.scale)
+            mean_loss = float(np.mean(running))
+            running = []
+            writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
+            log.flush()
+            if val > best:
+                best = val
+                save_weights(model, Path(cfg.out_dir) / f"{ident}.pt",
+                             {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
+                              "train_sets": cfg.train_sets, "init_from": cfg.init_from, "train_only": cfg.train_only})
+            tmp = run / "last.pt.tmp"
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "step": step, "best_psnr": best}, tmp)
+            os.replace(tmp, run / "last.pt")
+            bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
+    bar.close()
+    if log:
+        log.close()
+    if distributed:
+        dist.destroy_process_group()
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        best = train(cfg)
+    except (DataError, CheckpointError, ValueError) as err:
+        print(f"edge-sr train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edge-sr train: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    print(f"best {cfg.val_set} PSNR {best:.3f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
