@@ -118,6 +118,7 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
 
 
 def train(cfg: TrainConfig) -> float:
+    preset(cfg.model, cfg.scale)  # reject a bad model/scale before loading any data
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if distributed:  # launched by torchrun: one process per GPU (or CPU worker)

@@ -1,0 +1,92 @@
+import csv
+import subprocess
+
+import pytest
+import torch
+
+from conftest import PYTHON, ROOT
+from edge_runtime.metrics import bicubic_upscale, evaluate_set, load_eval_set
+from training import train as train_module
+from training.data import DOWNSCALES, PatchSampler
+from training.evaluate import shipped_checkpoints, torch_upscaler
+from training.model import load_weights
+
+
+def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny_dataset, tmp_path):
+    cfg = train_module.parse_args([
+        "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "120",
+        "--eval-every", "40", "--batch", "8", "--lr-patch", "10", "--run-dir", str(tmp_path / "runs"),
+        "--out-dir", str(tmp_path / "weights"), "--threads", "1",
+    ])
+    train_module.train(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv")))
+    losses = [float(r["loss"]) for r in rows]
+    assert len(rows) == 3 and losses[-1] < losses[0]
+    model = load_weights(tmp_path / "weights" / "fsrcnn-s_x2.pt", expect_scale=2)
+    assert model.config.d == 32
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--eval-every", "10",
+              "--batch", "4", "--lr-patch", "8", "--run-dir", str(tmp_path), "--out-dir", str(tmp_path), "--threads", "1"]
+    train_module.train(train_module.parse_args(common + ["--iters", "20"]))
+    train_module.train(train_module.parse_args(common + ["--iters", "30", "--resume"]))
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "fsrcnn-s_x3" / "log.csv"))]
+    assert steps == [10, 20, 30]
+
+
+def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_dataset):
+    sampler = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False)
+    assert len(sampler.pairs) == 3 * len(DOWNSCALES)
+    lr, hr = sampler.batch(5)
+    assert lr.shape == (5, 1, 8, 8) and hr.shape == (5, 1, 24, 24)
+    assert 0 <= lr.min() and lr.max() <= 1
+    # The LR patch is the bicubic downscale of its HR patch (up to the image-border context).
+    assert torch.nn.functional.avg_pool2d(hr, 3).sub(lr).abs().mean() < 0.03
+
+
+def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--data-dir", str(tiny_dataset), "--eval-every", "5", "--batch", "4",
+              "--lr-patch", "8", "--run-dir", str(tmp_path / "r"), "--out-dir", str(tmp_path), "--threads", "1"]
+    train_module.train(train_module.parse_args(common + ["--scale", "3", "--iters", "5"]))
+    x3 = load_weights(tmp_path / "fsrcnn-s_x3.pt")
+    train_module.train(train_module.parse_args(common + ["--scale", "2", "--iters", "5", "--train-only", "deconv",
+                                                         "--init-from", str(tmp_path / "fsrcnn-s_x3.pt")]))
+    x2 = load_weights(tmp_path / "fsrcnn-s_x2.pt")
+    for a, b in zip(x3.body.state_dict().values(), x2.body.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data-dir", "/nonexistent/data"], "data folder not found"),
+    (["--data-dir", "{empty}"], "no images"),
+    (["--data-dir", "{empty}", "--model", "srgan"], "unknown model"),
+])
+def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):
+    for name in ("T91", "BSD200", "Set5"):
+        (tmp_path / name).mkdir()
+    args = [a.replace("{empty}", str(tmp_path)) for a in args]
+    run = subprocess.run([PYTHON, "-m", "training.train", *args], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+# Regression guard on the shipped weights: Set5 gain over bicubic, computed here from the images.
+MIN_GAIN_OVER_BICUBIC_DB = {"fsrcnn": 1.0, "fsrcnn-s": 0.8}
+
+
+@pytest.mark.parametrize("path", shipped_checkpoints(), ids=lambda p: p.stem)
+def test_shipped_weights_beat_bicubic_on_set5(data_dir, path):
+    model = load_weights(path)
+    scale = model.config.scale
+    pairs = load_eval_set(data_dir / "Set5", scale)
+    sr = evaluate_set(torch_upscaler(model), pairs, scale)["psnr"]
+    bicubic = evaluate_set(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"]
+    family = path.stem.rsplit("_x", 1)[0]
+    assert sr - bicubic >= MIN_GAIN_OVER_BICUBIC_DB[family], (path.stem, sr, bicubic)
+
+
+def test_every_model_and_scale_ships_weights():
+    assert [p.stem for p in shipped_checkpoints()] == [
+        f"{m}_x{s}" for m in ("fsrcnn", "fsrcnn-s") for s in (2, 3, 4)]
