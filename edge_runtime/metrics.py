@@ -12,21 +12,21 @@ import cv2
 import numpy as np
 
 # ITU-R BT.601 "studio swing" (MATLAB rgb2ycbcr), rows: Y, Cb, Cr; inputs in 0..255.
-_RGB_TO_YCBCR = np.array(
+RGB_TO_YCBCR = np.array(
     [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
 ) / 255.0
-_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
-_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+YCBCR_TO_RGB = np.linalg.inv(RGB_TO_YCBCR)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 RGB (0..255, any dtype) -> float64 YCbCr, Y in 16..235."""
-    return rgb.astype(np.float64) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
+    return rgb.astype(np.float64) @ RGB_TO_YCBCR.T + YCBCR_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """HxWx3 YCbCr (float) -> RGB uint8, rounded and clipped."""
-    rgb = (ycbcr.astype(np.float64) - _YCBCR_OFFSET) @ _YCBCR_TO_RGB.T
+    rgb = (ycbcr.astype(np.float64) - YCBCR_OFFSET) @ YCBCR_TO_RGB.T
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
@@ -34,7 +34,7 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     """RGB (or greyscale, taken as R=G=B) -> Y channel as uint8, as MATLAB's rgb2ycbcr."""
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=2)
-    y = rgb.astype(np.float64) @ _RGB_TO_YCBCR[0] + _YCBCR_OFFSET[0]
+    y = rgb.astype(np.float64) @ RGB_TO_YCBCR[0] + YCBCR_OFFSET[0]
     return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
 
@@ -78,9 +78,11 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
 def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float) -> np.ndarray:
     indices, weights = _contributions(img.shape[axis], out_len, scale)
     moved = np.moveaxis(img, axis, 0)
-    gathered = moved[indices]  # out_len x taps x rest...
-    w = weights.reshape(weights.shape + (1,) * (moved.ndim - 1))
-    return np.moveaxis((gathered * w).sum(axis=1), 0, axis)
+    shape = (out_len,) + (1,) * (moved.ndim - 1)
+    out = np.zeros((out_len,) + moved.shape[1:])
+    for tap in range(indices.shape[1]):  # one tap at a time keeps memory at the output's size
+        out += weights[:, tap].reshape(shape) * moved[indices[:, tap]]
+    return np.moveaxis(out, 0, axis)
 
 
 def imresize(img: np.ndarray, scale: float) -> np.ndarray:

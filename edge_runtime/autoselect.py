@@ -1,0 +1,77 @@
+"""`--model auto`: the highest-PSNR shipped model that holds the target fps at this size on this
+device, found by a short measured trial and cached per device."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.backends import BackendError
+from edge_runtime.models import Artifact, open_model
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-sr" / "auto.json"
+
+
+def device_id() -> str:
+    """CPU model, architecture and core count: what the measured fps depends on."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "model\t", "hardware")):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{model}|{os.cpu_count()}"
+
+
+def measure_fps(upscaler, size: tuple[int, int], seconds: float = 1.0, max_runs: int = 20) -> float:
+    """Frames per second of the model alone on a textured frame of `size` (after one warm-up run)."""
+    w, h = size
+    frame = np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
+    upscaler.run(frame)
+    runs, start = 0, time.perf_counter()
+    while runs < max_runs and (runs < 2 or time.perf_counter() - start < seconds):
+        upscaler.run(frame)
+        runs += 1
+    return runs / (time.perf_counter() - start)
+
+
+def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, threads: int,
+           target_fps: float, log=print, cache_path: Path = CACHE) -> tuple[Artifact, float]:
+    """(artifact, measured model fps). Candidates come best quality first; the first that holds
+    the target wins, else the fastest. A margin of 1.25x leaves room for capture and output."""
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    measured: list[tuple[Artifact, float]] = []
+    for artifact in candidates:
+        key = f"{device_id()}|{artifact.name}|{artifact.path.stat().st_size}|{size[0]}x{size[1]}|t{threads}"
+        fps = cache.get(key)
+        if fps is None:
+            try:
+                fps = measure_fps(open_model(artifact.path, scale, threads), size)
+            except BackendError as err:
+                log(f"auto: skipping {artifact.name}: {err}")
+                continue
+            cache[key] = fps
+            log(f"auto: {artifact.name} runs at {fps:.1f} fps at {size[0]}x{size[1]}")
+        measured.append((artifact, fps))
+        if fps >= 1.25 * target_fps:
+            break
+    if not measured:
+        raise BackendError("auto: no shipped model could be loaded on this device")
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(cache_path.name + ".tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass  # a read-only home only costs a re-measurement next time
+    meeting = [m for m in measured if m[1] >= 1.25 * target_fps]
+    return meeting[0] if meeting else max(measured, key=lambda m: m[1])

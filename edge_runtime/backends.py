@@ -1,0 +1,121 @@
+"""CPU inference backends behind one interface: Y plane (uint8) in, HR Y (float, 0..255) out.
+
+ONNX Runtime runs the .onnx artifacts (FP32 and QDQ INT8); LiteRT runs the .tflite ones
+(`ai_edge_litert` first, `tflite_runtime` as a fallback). Both release the GIL while they
+compute, so the stream pipeline can overlap capture, SR and output in threads.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("onnxruntime", "litert")
+
+
+class BackendError(Exception):
+    """A model file or runtime that cannot be used; the message is one line for the user."""
+
+
+def backend_for(path: Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix == ".tflite":
+        return "litert"
+    raise BackendError(f"{path}: unknown model format {suffix!r} (expected .onnx or .tflite)")
+
+
+class OnnxUpscaler:
+    """ONNX Runtime session; the artifacts take float32 [1,1,h,w] in 0..1 (INT8 is QDQ inside)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if not Path(path).is_file():
+            raise BackendError(f"model not found: {path}")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # ORT raises its own exception types for bad files
+            raise BackendError(f"{path}: not a usable ONNX model ({str(err).splitlines()[0][:160]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        x = (y.astype(np.float32) * (1.0 / 255.0))[None, None]
+        return self.session.run(None, {self.input_name: x})[0][0, 0] * 255.0
+
+
+def _litert_interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise BackendError(
+                "LiteRT is not installed: pip install ai-edge-litert (or tflite-runtime with numpy<2)"
+            ) from None
+    return Interpreter
+
+
+class LiteRTUpscaler:
+    """LiteRT interpreter with dynamic H/W (tensors resized when the frame size changes).
+
+    Full-integer artifacts take int8/uint8 input: the quantization parameters from the
+    model map Y/255 onto it, and the output back to 0..255.
+    """
+
+    backend = "litert"
+
+    def __init__(self, path: Path, threads: int = 0):
+        interpreter_class = _litert_interpreter_class()
+        if not Path(path).is_file():
+            raise BackendError(f"model not found: {path}")
+        try:
+            self.interpreter = interpreter_class(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+        except Exception as err:
+            raise BackendError(f"{path}: not a usable TFLite model ({str(err).splitlines()[0][:160]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.shape: tuple[int, int] | None = None
+
+    def _prepare(self, h: int, w: int) -> None:
+        if self.shape != (h, w):
+            self.interpreter.resize_tensor_input(self.input["index"], [1, h, w, 1])
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self.shape = (h, w)
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        self._prepare(*y.shape)
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            x = y.astype(np.float32) * (1.0 / 255.0)
+        else:
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.rint(y.astype(np.float32) / 255.0 / scale + zero), info.min, info.max).astype(dtype)
+        self.interpreter.set_tensor(self.input["index"], x[None, :, :, None])
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])[0, :, :, 0]
+        if self.output["dtype"] != np.float32:
+            scale, zero = self.output["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        return out * 255.0
+
+
+def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):
+    """The backend that runs `path` (chosen by its suffix unless `backend` is given)."""
+    wanted = backend_for(path)
+    if backend and backend != wanted:
+        raise BackendError(f"{Path(path).name} is a {wanted} model, not {backend}")
+    return (OnnxUpscaler if wanted == "onnxruntime" else LiteRTUpscaler)(Path(path), threads)

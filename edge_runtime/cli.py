@@ -1,0 +1,213 @@
+"""`edge-sr`: stream frames through CPU super-resolution and check them against a target fps.
+
+Bad input ends with one `edge-sr: error: ...` line and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from edge_runtime import __version__
+from edge_runtime.backends import BACKENDS, BackendError
+from edge_runtime.models import FAMILIES, PRECISIONS, open_model, resolve
+from edge_runtime.sinks import SinkError
+from edge_runtime.sources import SourceError
+
+EXAMPLES = """examples:
+  edge-sr --demo --seconds 5                 built-in scene, live PSNR against its ground truth
+  edge-sr --camera --scale 2                 Pi camera (picamera2) or the first V4L2/USB camera
+  edge-sr --camera /dev/video2 --size 640x480 --serve 8080
+  edge-sr --video in.mp4 --output out.mp4 --model fsrcnn --precision int8
+  edge-sr --images photos/ --scale 3 --report report.json
+  edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
+"""
+
+
+class CliError(Exception):
+    pass
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise CliError(f"{message} (see edge-sr --help)")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must look like 640x480, not {text!r}") from None
+    if not (8 <= w <= 8192 and 8 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"--size {text} is out of range (8..8192 per side)")
+    return w, h
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+        return value
+    return parse
+
+
+def parse_serve(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"--serve takes [HOST:]PORT, not {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def stream_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="edge-sr", description=__doc__, epilog=EXAMPLES,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"edge-sr {__version__}")
+    src = p.add_argument_group("source (choose one)")
+    src.add_argument("--camera", nargs="?", const="auto", metavar="N|PATH",
+                     help="picamera2 if present, else V4L2/USB camera N or a device path")
+    src.add_argument("--video", metavar="FILE", help="any video file OpenCV reads")
+    src.add_argument("--images", metavar="DIR", help="a folder of images")
+    src.add_argument("--demo", action="store_true", help="built-in moving scene with known ground truth")
+    m = p.add_argument_group("model")
+    m.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
+    m.add_argument("--model", default="auto", metavar="{fsrcnn,fsrcnn-s,auto,PATH}",
+                   help="model family, a .onnx/.tflite file, or auto (best PSNR that holds --target-fps here)")
+    m.add_argument("--precision", choices=PRECISIONS)
+    m.add_argument("--backend", choices=BACKENDS)
+    m.add_argument("--threads", type=positive(int), default=os.cpu_count() or 1)
+    run = p.add_argument_group("stream")
+    run.add_argument("--size", type=parse_size, help="frame size WxH (camera request; resize for files)")
+    run.add_argument("--target-fps", type=positive(float), default=24.0)
+    run.add_argument("--frames", type=positive(int), help="stop after N frames")
+    run.add_argument("--seconds", type=positive(float), help="stop after S seconds")
+    out = p.add_argument_group("output")
+    out.add_argument("--output", metavar="FILE", help="write the upscaled video (e.g. out.mp4)")
+    out.add_argument("--display", action="store_true", help="show an OpenCV window")
+    out.add_argument("--serve", type=parse_serve, metavar="[HOST:]PORT", help="live page, bicubic vs SR (127.0.0.1 unless HOST)")
+    out.add_argument("--token", help="require ?token=TOKEN on the live page")
+    out.add_argument("--report", metavar="FILE", help="write the end-of-stream report (JSON)")
+    out.add_argument("--quiet", action="store_true", help="no live status line")
+    return p
+
+
+def open_source(args):
+    from edge_runtime import sources
+
+    chosen = [name for name in ("camera", "video", "images", "demo") if getattr(args, name)]
+    if len(chosen) != 1:
+        raise CliError("choose exactly one source: --camera, --video FILE, --images DIR or --demo")
+    if args.demo:
+        from edge_runtime.demo import DemoSource
+
+        return DemoSource(args.size or (640, 480), args.scale)
+    if args.video:
+        return sources.VideoSource(args.video, args.size)
+    if args.images:
+        return sources.ImageFolderSource(args.images, args.size)
+    return sources.open_camera(None if args.camera == "auto" else args.camera, args.size)
+
+
+def pick_model(args, size: tuple[int, int], log):
+    """(upscaler, description) for the CLI's model choice."""
+    from edge_runtime.autoselect import choose
+
+    choice = resolve(args.model, args.scale, args.precision, args.backend)
+    if isinstance(choice, Path):
+        return open_model(choice, args.scale, args.threads, args.backend), {"model": str(choice)}
+    if args.model == "auto":
+        artifact, fps = choose(choice, size, args.scale, args.threads, args.target_fps, log=log)
+        log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB)")
+    else:
+        artifact = choice[0] if args.precision or args.backend else _fastest_default(choice)
+    upscaler = open_model(artifact.path, args.scale, args.threads, artifact.backend)
+    return upscaler, {"model": artifact.name, "family": artifact.family, "precision": artifact.precision,
+                      "backend": artifact.backend, "set5_psnr": artifact.set5_psnr()}
+
+
+def _fastest_default(candidates):
+    """A family with no precision/backend given: INT8 on LiteRT, the form the benchmarks ship as fastest."""
+    order = {("int8", "litert"): 0, ("int8", "onnxruntime"): 1, ("fp32", "onnxruntime"): 2, ("fp32", "litert"): 3}
+    return min(candidates, key=lambda a: order.get((a.precision, a.backend), 9))
+
+
+def write_json(path: str, data: dict) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, target)
+
+
+def stream(argv: list[str]) -> int:
+    from edge_runtime.pipeline import Pipeline
+    from edge_runtime.sinks import DisplaySink, VideoFileSink
+    from edge_runtime.stats import StreamStats
+
+    args = stream_parser().parse_args(argv)
+    if args.token and not args.serve:
+        raise CliError("--token only applies with --serve")
+    if args.serve and args.serve[0] not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        raise CliError("--serve on a non-loopback host needs --token (the page would be open to the network)")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    source = open_source(args)
+    sinks = []
+    try:
+        size = source.size
+        upscaler, info = pick_model(args, size, log)
+        if args.output:
+            sinks.append(VideoFileSink(args.output, getattr(source, "fps", 30.0)))
+        if args.display:
+            sinks.append(DisplaySink())
+        if args.serve:
+            from edge_runtime.server import LiveServer
+
+            server = LiveServer(*args.serve, token=args.token)
+            sinks.append(server)
+            log(f"live page: {server.url}")
+        stats = StreamStats(args.target_fps)
+        pipeline = Pipeline(source, upscaler, args.scale, sinks, stats, args.frames, args.seconds,
+                            status=None if args.quiet else sys.stderr)
+        summary = pipeline.run()
+        complete = True
+    except BaseException:
+        complete = False
+        raise
+    finally:
+        for sink in sinks:
+            sink.close(complete=complete)
+        source.close()
+    report = {"edge_sr": __version__, "source": source.name, "size": list(size), "scale": args.scale,
+              "threads": args.threads, **info, **summary}
+    if args.report:
+        write_json(args.report, report)
+    psnr = report.get("psnr")
+    extra = f", PSNR {psnr['sr']:.2f} dB vs bicubic {psnr['bicubic_opencv']:.2f}" if psnr else ""
+    print(f"{report['frames']} frames, {report['fps']:.1f} fps ({report['verdict']} vs {args.target_fps:g}), "
+          f"latency p50 {report['latency_ms'].get('p50', 0):.0f} ms, dropped {report['dropped']}{extra}")
+    return 130 if summary.get("interrupted") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["bench"]:
+            from edge_runtime.bench import bench_main
+
+            return bench_main(argv[1:])
+        return stream(argv)
+    except (CliError, SourceError, BackendError, SinkError) as err:
+        print(f"edge-sr: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edge-sr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

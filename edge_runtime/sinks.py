@@ -1,0 +1,60 @@
+"""Where upscaled frames go: a video file (written to a temp file, renamed when complete) or a window."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+
+
+class SinkError(Exception):
+    pass
+
+
+class VideoFileSink:
+    """MP4 (mp4v) or any container OpenCV writes; the final name appears only when the stream ends cleanly."""
+
+    def __init__(self, path: str, fps: float):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise SinkError(f"output folder does not exist: {self.path.parent}")
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self.fps = fps
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, result, stats) -> None:
+        if self.writer is None:
+            h, w = result.sr_bgr.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise SinkError(f"cannot write video {self.path} (unsupported container?)")
+        self.writer.write(result.sr_bgr)
+
+    def close(self, complete: bool = True) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            if complete:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+class DisplaySink:
+    """An OpenCV window (needs a GUI build of OpenCV and a display)."""
+
+    def __init__(self):
+        try:
+            cv2.namedWindow("edge-sr", cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise SinkError("--display needs OpenCV with GUI support and a display "
+                            "(pip install opencv-python); use --serve to watch in a browser") from None
+
+    def write(self, result, stats) -> None:
+        frame = result.sr_bgr.copy()
+        cv2.putText(frame, f"{stats.rolling_fps():.1f} fps", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (0, 255, 0), 2)
+        cv2.imshow("edge-sr", frame)
+        cv2.waitKey(1)
+
+    def close(self, complete: bool = True) -> None:
+        cv2.destroyAllWindows()

@@ -1,0 +1,1 @@
+"""Checkpoints -> deployable FP32/INT8 ONNX and TFLite artifacts with model cards."""

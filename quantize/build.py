@@ -1,0 +1,149 @@
+"""`make quantize`: rebuild every deployable artifact from the shipped checkpoints.
+
+    python -m quantize.build                       # all models, ONNX + TFLite, FP32 + INT8
+    python -m quantize.build --models fsrcnn-s_x2 --formats onnx
+
+Per model: FP32 ONNX and TFLite from the checkpoint; a quantization-aware fine-tuned copy
+(cached in training/weights/<id>_qat.pt, keyed by the checkpoint's sha256) for the INT8 ONNX
+(ONNX Runtime static QDQ) and the full-integer INT8 TFLite; every artifact scored on Set5 and
+Set14 through its real runtime; a model card beside each; results/quantize.json for the README.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from edge_runtime.backends import BackendError, load_upscaler
+from edge_runtime.metrics import evaluate_set, load_eval_set
+from edge_runtime.models import MODELS_DIR
+from quantize import onnx_export, tflite_export
+from quantize.calibration import CALIBRATION_SETS, calibration_patches
+from quantize.card import sha256, write_card
+from quantize.qat import quant_aware_finetune
+from training.data import DataError, resolve_data_dir, set_folder
+from training.evaluate import WEIGHTS_DIR
+from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weights, model_id, save_weights
+
+FORMATS = ("onnx", "tflite")
+EVAL_SETS = ("Set5", "Set14")
+ONNX_HEAD = "subpixel"  # benchmarks/head_forms.py: the conv + depth_to_space form runs faster in ONNX Runtime
+CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
+
+
+class BuildError(Exception):
+    pass
+
+
+def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, iters: int) -> FSRCNN:
+    """The quantization-aware copy, reused while it was made from this very checkpoint."""
+    path = WEIGHTS_DIR / f"{ident}_qat.pt"
+    meta_path = path.with_suffix(".json")
+    digest = sha256(checkpoint)
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters:
+            return load_weights(path)
+    tuned, sim_psnr = quant_aware_finetune(model, data_dir, iters=iters, desc=f"{ident} QAT")
+    save_weights(tuned, path, {"qat_from": checkpoint.name, "qat_from_sha256": digest, "qat_iters": iters,
+                               "simulated_int8_set5_psnr": round(sim_psnr, 4)})
+    return tuned
+
+
+def score(path: Path, pairs: dict, scale: int) -> dict:
+    upscaler = load_upscaler(path, threads=0)
+    result = {}
+    for name, set_pairs in pairs.items():
+        scores = evaluate_set(upscaler.run, set_pairs, scale)
+        result[name] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4)}
+    return result
+
+
+def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], qat_iters: int) -> dict:
+    checkpoint = WEIGHTS_DIR / f"{ident}.pt"
+    steps = ["load", "calibration data", "QAT"] + [f"{f} {p}" for f in formats for p in ("fp32", "int8")]
+    bar = tqdm(steps, desc=ident, unit="step", leave=False)
+    step = "load"
+    try:
+        model = load_weights(checkpoint)
+        scale = model.config.scale
+        pairs = {name: load_eval_set(set_folder(data_dir, name), scale) for name in EVAL_SETS}
+        bar.update(1)
+        step = "calibration data"
+        patches = calibration_patches(data_dir, scale, CALIBRATION["patches"], CALIBRATION["lr_patch"])
+        bar.update(1)
+        step = "QAT"
+        tuned = qat_weights(model, ident, checkpoint, data_dir, qat_iters)
+        bar.update(1)
+        made = {}
+        common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "weights": f"{ident}_qat.pt"}}
+        for fmt in formats:
+            for precision in ("fp32", "int8"):
+                step = f"{fmt} {precision}"
+                bar.set_postfix_str(step)
+                source = model if precision == "fp32" else tuned
+                target = out_dir / f"{ident}_{precision}.{'onnx' if fmt == 'onnx' else 'tflite'}"
+                if fmt == "onnx":
+                    head = ONNX_HEAD
+                    if precision == "fp32":
+                        onnx_export.export_fp32(source, target, head)
+                    else:
+                        with tempfile.TemporaryDirectory() as tmp:
+                            fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head)
+                            onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
+                    ops = onnx_export.runtime_op_report(target)
+                else:
+                    head = "subpixel"
+                    tflite_export.convert(source, target, precision, patches if precision == "int8" else None)
+                    ops = tflite_export.op_report(target)
+                quality = score(target, pairs, scale)
+                extra = {"ops": ops, **(common if precision == "int8" else {})}
+                if precision == "int8":
+                    extra["fp32_reference"] = made[f"{fmt} fp32"]["quality"]
+                write_card(target, source, precision=precision, head=head, quality=quality,
+                           checkpoint=checkpoint, extra=extra)
+                made[step] = {"artifact": target.name, "quality": quality}
+                bar.update(1)
+        bar.close()
+        return made
+    except (CheckpointError, DataError, BackendError) as err:
+        raise BuildError(f"{ident}, step '{step}': {err}") from None
+    except Exception as err:
+        raise BuildError(f"{ident}, step '{step}': {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    all_ids = [model_id(name, scale) for name in PRESETS for scale in SCALES]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=all_ids, choices=all_ids, metavar="ID")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--data-dir", help="calibration (T91, BSD200) and evaluation (Set5, Set14) sets; default $EDGE_SR_DATA")
+    p.add_argument("--out-dir", type=Path, default=MODELS_DIR)
+    p.add_argument("--qat-iters", type=int, default=3000)
+    p.add_argument("--results", type=Path, default=Path("results/quantize.json"))
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+        results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+        for ident in args.models:
+            started = time.time()
+            results[ident] = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters)
+            summary = "  ".join(f"{k}: Set5 {v['quality']['Set5']['psnr']:.2f}" for k, v in results[ident].items())
+            print(f"{ident} ({time.time() - started:.0f}s)  {summary}")
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(results, indent=2) + "\n")
+    except (BuildError, DataError) as err:
+        print(f"edge-sr quantize: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

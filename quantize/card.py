@@ -1,0 +1,84 @@
+"""Model cards: the JSON beside each artifact that says what it is, how it was made and how good it is."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.backends import LiteRTUpscaler, OnnxUpscaler
+from training.model import FSRCNN, count_parameters, macs_per_lr_pixel
+
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "ai-edge-litert", "numpy")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tool_versions() -> dict:
+    versions = {}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def io_spec(path: Path) -> dict:
+    """Input/output tensors as the runtime sees them: layout, dtype, value range, quantization."""
+    if path.suffix == ".onnx":
+        session = OnnxUpscaler(path, threads=1).session
+        spec = {}
+        for role, tensor in (("input", session.get_inputs()[0]), ("output", session.get_outputs()[0])):
+            spec[role] = {"name": tensor.name, "layout": "NCHW", "shape": [d if isinstance(d, int) else str(d) for d in tensor.shape],
+                          "dtype": "float32", "range": [0.0, 1.0], "meaning": "Y (BT.601, 16-235) / 255"}
+        return spec
+    runtime = LiteRTUpscaler(path, threads=1)
+    runtime._prepare(16, 16)
+    spec = {}
+    for role, tensor in (("input", runtime.input), ("output", runtime.output)):
+        dtype = np.dtype(tensor["dtype"]).name
+        scale, zero = tensor["quantization"]
+        entry = {"name": tensor["name"], "layout": "NHWC", "shape": [1, "height", "width", 1] if role == "input"
+                 else [1, "height*scale", "width*scale", 1], "dtype": dtype, "meaning": "Y (BT.601, 16-235) / 255"}
+        if dtype == "float32":
+            entry["range"] = [0.0, 1.0]
+        else:
+            info = np.iinfo(dtype)
+            entry["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+            entry["range"] = [float((info.min - zero) * scale), float((info.max - zero) * scale)]
+        spec[role] = entry
+    return spec
+
+
+def write_card(artifact: Path, model: FSRCNN, *, precision: str, head: str, quality: dict, checkpoint: Path,
+               extra: dict | None = None) -> Path:
+    c = model.config
+    card = {
+        "artifact": artifact.name,
+        "model_id": f"{'fsrcnn' if (c.d, c.s, c.m) == (56, 12, 4) else 'fsrcnn-s'}_x{c.scale}",
+        "architecture": {"name": "FSRCNN", "d": c.d, "s": c.s, "m": c.m, "head": head},
+        "scale": c.scale,
+        "format": "onnx" if artifact.suffix == ".onnx" else "tflite",
+        "runtime": "onnxruntime" if artifact.suffix == ".onnx" else "litert",
+        "precision": precision,
+        **io_spec(artifact),
+        "macs_per_lr_pixel": macs_per_lr_pixel(c),
+        "parameters": count_parameters(model),
+        "quality": quality,
+        "sha256": sha256(artifact),
+        "size_bytes": artifact.stat().st_size,
+        "checkpoint": {"file": checkpoint.name, "sha256": sha256(checkpoint)},
+        "tools": tool_versions(),
+        **(extra or {}),
+    }
+    path = artifact.with_name(artifact.name + ".json")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

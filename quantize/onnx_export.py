@@ -1,0 +1,101 @@
+"""FP32 ONNX from the PyTorch definition, and INT8 (QDQ, per-channel) by ONNX Runtime static quantization."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from training.model import FSRCNN, FSRCNNSubpixel
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+HEADS = ("deconv", "subpixel")
+
+
+def deployable(model: FSRCNN, head: str) -> torch.nn.Module:
+    """The exported module: the paper's 9x9 deconvolution, or its exact conv + depth_to_space rewrite."""
+    if head == "deconv":
+        return model.eval()
+    if head == "subpixel":
+        return FSRCNNSubpixel(model).eval()
+    raise ValueError(f"head must be one of {HEADS}, not {head!r}")
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".tmp")
+
+
+def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel") -> Path:
+    """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded."""
+    module = deployable(model, head)
+    example = torch.rand(1, 1, 32, 40)
+    height = torch.export.Dim("height", min=1, max=8192)
+    width = torch.export.Dim("width", min=1, max=8192)
+    tmp = _atomic_target(path)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=OPSET, dynamo=True, external_data=False,
+            dynamic_shapes={"x": {2: height, 3: width}},
+        )
+    graph = onnx.load(str(tmp))
+    onnx.checker.check_model(graph)
+    os.replace(tmp, path)
+    return path
+
+
+class _PatchReader:
+    """onnxruntime CalibrationDataReader over N x 1 x h x w patches, one at a time (batch is 1)."""
+
+    def __init__(self, patches: np.ndarray):
+        self._items = iter([{INPUT_NAME: patches[i : i + 1]} for i in range(len(patches))])
+
+    def get_next(self):
+        return next(self._items, None)
+
+    def rewind(self):  # the API asks for it; one pass is all the calibrators use
+        pass
+
+
+def quantize_int8(fp32_path: Path, path: Path, patches: np.ndarray, method: str = "minmax") -> Path:
+    """Static QDQ quantization: uint8 activations, per-channel int8 weights."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    tmp = _atomic_target(path)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quantize_static(
+            str(fp32_path), str(tmp), _PatchReader(patches), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+        )
+    os.replace(tmp, path)
+    return path
+
+
+def runtime_op_report(path: Path) -> dict:
+    """What ONNX Runtime actually executes after its graph fusions: QLinear* ops run INT8,
+    everything else (besides the Q/DQ casts) runs float."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(options.optimized_model_filepath).graph.node
+    casts = ("QuantizeLinear", "DequantizeLinear")
+    int8 = [n.op_type for n in nodes if n.op_type.startswith("QLinear")]
+    float_ops = [n.op_type for n in nodes if not n.op_type.startswith("QLinear") and n.op_type not in casts]
+    return {"int8": int8, "float": float_ops, "quantize_casts": sum(n.op_type in casts for n in nodes)}

@@ -1,0 +1,96 @@
+"""TFLite FP32 and full-integer INT8 via a TensorFlow rebuild of the same FSRCNN with copied weights.
+
+The head is the exact conv + depth_to_space rewrite of the 9x9 deconvolution: LiteRT's
+TRANSPOSE_CONV is far slower than CONV_2D, and TF 'same' padding would shift a stride-s
+deconvolution against PyTorch. Parity with PyTorch is tested for both precisions.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from training.model import FSRCNN, deconv_to_subpixel
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def tf_function(model: FSRCNN):
+    """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
+
+    PReLU is written as relu(x) + (-alpha[1,1,C]) * relu(-x): the one form (Keras') the converter
+    fuses into a PRELU op.
+    """
+    import tensorflow as tf
+
+    def conv_params(weight, bias):
+        return tf.constant(weight.detach().permute(2, 3, 1, 0).contiguous().numpy()), tf.constant(bias.detach().numpy())
+
+    layers = list(model.body)
+    stages = [(conv_params(c.weight, c.bias), tf.constant(-p.weight.detach().numpy().reshape(1, 1, -1)))
+              for c, p in zip(layers[0::2], layers[1::2])]
+    scale = model.config.scale
+    head = conv_params(*deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32, name="lr")])
+    def serve(x):
+        for (w, b), neg_alpha in stages:
+            x = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
+            x = tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
+        x = tf.nn.bias_add(tf.nn.conv2d(x, head[0], 1, "SAME"), head[1])
+        return tf.nn.depth_to_space(x, scale)
+
+    return serve
+
+
+def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | None = None,
+            io_dtype: str = "uint8") -> Path:
+    """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
+    calibrated on `patches` (N x 1 x h x w float 0..1 training patches)."""
+    import tensorflow as tf
+
+    serve = tf_function(model)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
+        if precision == "int8":
+            if patches is None:
+                raise ValueError("INT8 conversion needs calibration patches")
+
+            def representative():
+                for patch in patches:
+                    yield [np.transpose(patch, (1, 2, 0))[None].astype(np.float32)]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
+        elif precision != "fp32":
+            raise ValueError(f"precision must be fp32 or int8, not {precision!r}")
+        flatbuffer = converter.convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(flatbuffer)
+    os.replace(tmp, path)
+    return path
+
+
+def op_report(path: Path) -> dict:
+    """Op types in the flatbuffer and the dtypes of their tensors: proves 'all INT8' claims."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.resize_tensor_input(interp.get_input_details()[0]["index"], [1, 16, 16, 1])
+    interp.allocate_tensors()
+    details = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - the public API has no op listing
+        dtypes = sorted({np.dtype(details[i]["dtype"]).name for i in list(op["inputs"]) + list(op["outputs"])
+                         if i >= 0 and i in details})
+        ops.append({"op": op["op_name"], "dtypes": dtypes})
+    return {"ops": ops}

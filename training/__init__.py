@@ -1,0 +1,1 @@
+"""FSRCNN training: model definition, data, loop and evaluation (needs torch)."""
