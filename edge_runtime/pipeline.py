@@ -36,8 +36,10 @@ def to_uint8(y: np.ndarray) -> np.ndarray:
 
 class Pipeline:
     def __init__(self, source, upscaler, scale: int, sinks: list, stats: StreamStats,
-                 max_frames: int | None = None, seconds: float | None = None, status=sys.stderr):
+                 max_frames: int | None = None, seconds: float | None = None, status=sys.stderr,
+                 live_psnr: bool = True):
         self.source, self.upscaler, self.scale, self.sinks, self.stats = source, upscaler, scale, sinks, stats
+        self.live_psnr = live_psnr
         self.max_frames, self.seconds, self.status = max_frames, seconds, status
         self.inbox: queue.Queue = queue.Queue(maxsize=2)
         self.outbox: queue.Queue = queue.Queue(maxsize=4)
@@ -109,7 +111,7 @@ class Pipeline:
             for sink in self.sinks:
                 sink.write(result, self.stats)
             scores = None
-            if frame.truth is not None:
+            if self.live_psnr and frame.truth is not None:
                 truth_y = bgr_to_ycrcb(frame.truth)[..., 0]
                 h, w = truth_y.shape
                 bicubic = cv2.resize(frame.y, (w, h), interpolation=cv2.INTER_CUBIC)

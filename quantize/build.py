@@ -43,7 +43,7 @@ class BuildError(Exception):
 
 def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, iters: int) -> FSRCNN:
     """The quantization-aware copy, reused while it was made from this very checkpoint."""
-    path = WEIGHTS_DIR / f"{ident}_qat.pt"
+    path = checkpoint.with_name(f"{ident}_qat.pt")
     meta_path = path.with_suffix(".json")
     digest = sha256(checkpoint)
     if path.is_file() and meta_path.is_file():
@@ -65,8 +65,9 @@ def score(path: Path, pairs: dict, scale: int) -> dict:
     return result
 
 
-def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], qat_iters: int) -> dict:
-    checkpoint = WEIGHTS_DIR / f"{ident}.pt"
+def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], qat_iters: int,
+                weights_dir: Path = WEIGHTS_DIR) -> dict:
+    checkpoint = weights_dir / f"{ident}.pt"
     steps = ["load", "calibration data", "QAT"] + [f"{f} {p}" for f in formats for p in ("fp32", "int8")]
     bar = tqdm(steps, desc=ident, unit="step", leave=False)
     step = "load"
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=all_ids, choices=all_ids, metavar="ID")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--data-dir", help="calibration (T91, BSD200) and evaluation (Set5, Set14) sets; default $EDGE_SR_DATA")
+    p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where the checkpoints are")
     p.add_argument("--out-dir", type=Path, default=MODELS_DIR)
     p.add_argument("--qat-iters", type=int, default=3000)
     p.add_argument("--results", type=Path, default=Path("results/quantize.json"))
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.results.read_text()) if args.results.is_file() else {}
         for ident in args.models:
             started = time.time()
-            results[ident] = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters)
+            results[ident] = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)
             summary = "  ".join(f"{k}: Set5 {v['quality']['Set5']['psnr']:.2f}" for k, v in results[ident].items())
             print(f"{ident} ({time.time() - started:.0f}s)  {summary}")
             args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -39,6 +40,7 @@ def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel") -> Path:
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)
     tmp = _atomic_target(path)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # quiet the exporter's per-op chatter
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from training.model import FSRCNN, deconv_to_subpixel
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation chatter
 
 
 def tf_function(model: FSRCNN):

@@ -1,0 +1,139 @@
+"""The `edge-sr` command, run for real as a subprocess on shipped models."""
+import json
+import socket
+import subprocess
+
+import cv2
+import pytest
+
+from conftest import PYTHON, ROOT, textured_image
+from edge_runtime.models import shipped
+
+EDGE_SR = [PYTHON, "-m", "edge_runtime.cli"]
+SMALL = ["--size", "96x64", "--threads", "1", "--quiet"]
+
+
+def edge_sr(*args, timeout=120):
+    return subprocess.run([*EDGE_SR, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def artifact(name):
+    matches = [a for a in shipped() if a.name == name]
+    if not matches:
+        pytest.skip(f"{name} is not shipped")
+    return matches[0]
+
+
+def test_demo_stream_writes_a_report_with_fps_and_psnr_above_bicubic(tmp_path):
+    report = tmp_path / "report.json"
+    run = edge_sr("--demo", "--frames", "12", "--model", "fsrcnn-s", "--precision", "int8", "--backend", "onnxruntime",
+                  "--report", str(report), *SMALL)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(report.read_text())
+    assert data["frames"] == 12 and data["dropped"] == 0
+    assert data["fps"] > 0 and data["verdict"] in ("PASS", "FAIL")
+    assert data["model"] == "fsrcnn-s_x2_int8.onnx"
+    assert data["psnr"]["sr"] > data["psnr"]["bicubic_opencv"]
+    assert set(data["latency_ms"]) == {"mean", "p50", "p90", "p99"}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_video_in_video_out_has_every_frame_at_scale_times_the_size(tmp_path, backend):
+    src, out = tmp_path / "in.avi", tmp_path / "out.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 12, (72, 40))
+    for i in range(9):
+        writer.write(textured_image(40, 72, seed=i))
+    writer.release()
+    run = edge_sr("--video", str(src), "--output", str(out), "--model", "fsrcnn-s", "--backend", backend,
+                  "--threads", "1", "--quiet")
+    assert run.returncode == 0, run.stderr
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 9 and frames[0].shape == (80, 144, 3)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_image_folder_stream(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), textured_image(30 + i, 41, seed=i))
+    run = edge_sr("--images", str(tmp_path), "--model", "fsrcnn-s", "--threads", "1", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("3 frames")
+
+
+def test_auto_picks_a_shipped_model_and_says_which():
+    run = edge_sr("--demo", "--frames", "3", "--model", "auto", "--size", "64x48", "--threads", "1",
+                  "--target-fps", "1")
+    assert run.returncode == 0, run.stderr
+    assert "auto: chose fsrcnn" in run.stderr
+
+
+def busy_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--video", "/nonexistent.mp4"], "video not found"),
+    (["--demo", "--model", "/nonexistent.onnx"], "model not found"),
+    (["--demo", "--model", "fsrcnn", "--backend", "tensorrt"], "invalid choice"),
+    (["--demo", "--size", "640by480"], "--size must look like 640x480"),
+    (["--demo", "--scale", "5"], "invalid choice"),
+    (["--demo", "--target-fps", "-3"], "positive number"),
+    (["--camera", "/dev/video-none"], "no camera found"),
+    (["--demo", "--video", "x.mp4"], "exactly one source"),
+    ([], "exactly one source"),
+    (["--demo", "--serve", "0.0.0.0:8080"], "needs --token"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(args, message):
+    run = edge_sr(*args)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_video_and_corrupt_model_and_scale_mismatch(tmp_path):
+    bad_video = tmp_path / "bad.mp4"
+    bad_video.write_bytes(b"\x00" * 100)
+    bad_model = tmp_path / "broken.onnx"
+    bad_model.write_bytes(b"garbage")
+    x3 = artifact("fsrcnn-s_x3_int8.onnx").path
+    for args, message in (
+        (["--video", str(bad_video)], "cannot read video"),
+        (["--demo", "--model", str(bad_model)], "not a usable ONNX model"),
+        (["--demo", "--model", str(x3), "--scale", "2"], "upscales x3, but --scale is 2"),
+    ):
+        run = edge_sr(*args, *SMALL)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+        assert "Traceback" not in run.stderr
+
+
+def test_port_in_use_is_a_clear_error():
+    sock = busy_port()
+    try:
+        port = sock.getsockname()[1]
+        run = edge_sr("--demo", "--frames", "2", "--serve", str(port), *SMALL)
+    finally:
+        sock.close()
+    assert run.returncode == 2 and f"port {port}" in run.stderr and "in use" in run.stderr
+
+
+def test_version_and_help_with_examples():
+    assert edge_sr("--version").stdout.startswith("edge-sr ")
+    help_text = edge_sr("--help").stdout
+    assert "examples:" in help_text and "--camera" in help_text
+
+
+def test_installed_console_script_runs():
+    script = ROOT / ".venv" / "bin" / "edge-sr"
+    if not script.exists():
+        pytest.skip("not installed through make")
+    run = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert run.returncode == 0

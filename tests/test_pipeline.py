@@ -1,0 +1,67 @@
+"""The stream pipeline on real models: drops only for live sources, flat memory, auto selection."""
+import json
+
+import pytest
+
+from edge_runtime.autoselect import choose
+from edge_runtime.demo import DemoSource
+from edge_runtime.models import find, open_model
+from edge_runtime.pipeline import Pipeline
+from edge_runtime.stats import StreamStats
+
+
+def model(scale=2, precision="int8", backend="onnxruntime"):
+    candidates = find("fsrcnn-s", scale, precision, backend)
+    if not candidates:
+        pytest.skip("fsrcnn-s INT8 ONNX not shipped")
+    return open_model(candidates[0].path, scale, threads=1)
+
+
+class LiveDemo(DemoSource):
+    """The demo scene delivered as a camera does: as fast as it comes, never waiting for SR."""
+    live = True
+
+
+def test_a_file_like_source_never_drops_frames():
+    stats = StreamStats(24)
+    summary = Pipeline(DemoSource((96, 64), 2), model(), 2, [], stats, max_frames=40, status=None).run()
+    assert summary["frames"] == 40 and summary["dropped"] == 0
+
+
+def test_a_live_source_drops_stale_frames_instead_of_building_latency():
+    stats = StreamStats(24)
+    source = LiveDemo((320, 240), 2)
+    summary = Pipeline(source, model(), 2, [], stats, max_frames=120, status=None, live_psnr=False).run()
+    assert summary["dropped"] > 0
+    assert summary["frames"] + summary["dropped"] <= 120
+
+
+def rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_memory_stays_flat_over_thousands_of_frames():
+    upscaler = model()
+    source = DemoSource((48, 32), 2)
+    Pipeline(source, upscaler, 2, [], StreamStats(24), max_frames=300, status=None).run()
+    before = rss_mb()
+    summary = Pipeline(source, upscaler, 2, [], StreamStats(24), max_frames=3000, status=None).run()
+    assert summary["frames"] == 3000
+    assert rss_mb() - before < 15
+
+
+def test_auto_takes_the_best_psnr_that_holds_the_target_and_caches_the_trial(tmp_path):
+    candidates = find("auto", 2, None, None)
+    if len(candidates) < 2:
+        pytest.skip("needs several shipped x2 models")
+    cache = tmp_path / "auto.json"
+    chosen, fps = choose(candidates, (64, 48), 2, 1, target_fps=0.5, log=lambda m: None, cache_path=cache)
+    assert chosen == candidates[0] and fps > 0.5
+    assert len(json.loads(cache.read_text())) == 1  # the best one held the target: no need to try more
+    fastest, _ = choose(candidates, (64, 48), 2, 1, target_fps=1e9, log=lambda m: None, cache_path=cache)
+    measured = json.loads(cache.read_text())
+    assert len(measured) == len(candidates)
+    assert max(measured, key=measured.get).split("|")[3] == fastest.name

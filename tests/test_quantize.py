@@ -1,0 +1,131 @@
+"""Every export route against the PyTorch model, the INT8 graphs' op types, the INT8 quality bar
+on the shipped artifacts, and the model cards."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PYTHON, ROOT, textured_image
+from edge_runtime.backends import load_upscaler
+from edge_runtime.metrics import evaluate_set, load_eval_set, rgb_to_y
+from edge_runtime.models import shipped
+from quantize import onnx_export, tflite_export
+from quantize.card import sha256
+from training.model import FSRCNN, preset
+
+PARITY = 1e-5  # max abs difference on the 0..1 scale
+
+
+def trained_like_model(name="fsrcnn-s", scale=2) -> FSRCNN:
+    torch.manual_seed(1)
+    model = FSRCNN(preset(name, scale)).eval()
+    torch.nn.init.normal_(model.deconv.weight, std=0.03)
+    return model
+
+
+def real_lr() -> np.ndarray:
+    return rgb_to_y(textured_image(37, 53, seed=5)[..., ::-1])
+
+
+def torch_reference(model, y):
+    with torch.no_grad():
+        return model(torch.from_numpy(y.astype(np.float32) / 255)[None, None])[0, 0].numpy()
+
+
+@pytest.mark.parametrize("head", onnx_export.HEADS)
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_onnx_fp32_matches_pytorch(tmp_path, head, scale):
+    model = trained_like_model(scale=scale)
+    path = onnx_export.export_fp32(model, tmp_path / "m.onnx", head)
+    y = real_lr()
+    out = load_upscaler(path, threads=1).run(y) / 255
+    assert out.shape == (37 * scale, 53 * scale)
+    assert np.abs(out - torch_reference(model, y)).max() < PARITY
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_tflite_fp32_matches_pytorch_with_dynamic_sizes(tmp_path, scale):
+    model = trained_like_model(scale=scale)
+    path = tflite_export.convert(model, tmp_path / "m.tflite", "fp32")
+    runner = load_upscaler(path, threads=1)
+    for y in (real_lr(), real_lr()[:20, :31]):
+        assert np.abs(runner.run(y) / 255 - torch_reference(model, y)).max() < PARITY
+
+
+@pytest.fixture(scope="module")
+def int8_pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("int8")
+    model = trained_like_model()
+    patches = np.stack([real_lr()[None, :32, :32].astype(np.float32) / 255] * 4)
+    fp32 = onnx_export.export_fp32(model, tmp / "fp32.onnx")
+    onnx_int8 = onnx_export.quantize_int8(fp32, tmp / "int8.onnx", patches)
+    tflite_int8 = tflite_export.convert(model, tmp / "int8.tflite", "int8", patches)
+    return model, onnx_int8, tflite_int8
+
+
+def test_onnx_int8_runs_every_conv_as_qlinearconv(int8_pair):
+    _, onnx_int8, _ = int8_pair
+    report = onnx_export.runtime_op_report(onnx_int8)
+    assert report["int8"] == ["QLinearConv"] * 5
+    assert "Conv" not in report["float"]
+
+
+def test_tflite_int8_is_integer_end_to_end(int8_pair):
+    _, _, tflite_int8 = int8_pair
+    report = tflite_export.op_report(tflite_int8)
+    kinds = [op["op"] for op in report["ops"] if op["op"] != "DELEGATE"]
+    assert kinds.count("CONV_2D") == 5 and kinds.count("PRELU") == 4
+    for op in report["ops"]:
+        assert "float32" not in op["dtypes"], op
+
+
+def test_int8_artifacts_stay_close_to_pytorch(int8_pair):
+    model, onnx_int8, tflite_int8 = int8_pair
+    y = real_lr()
+    reference = torch_reference(model, y) * 255
+    for path in (onnx_int8, tflite_int8):
+        out = load_upscaler(path, threads=1).run(y)
+        assert 10 * np.log10(255**2 / np.mean((out - reference) ** 2)) > 35, path.name
+
+
+INT8_BAR_DB = 0.10
+
+
+@pytest.mark.parametrize("artifact", [a for a in shipped() if a.precision == "int8"], ids=lambda a: a.name)
+def test_shipped_int8_keeps_fp32_quality_on_set5(data_dir, artifact):
+    fp32 = artifact.path.with_name(artifact.path.name.replace("_int8", "_fp32"))
+    pairs = load_eval_set(data_dir / "Set5", artifact.scale)
+    int8_psnr = evaluate_set(load_upscaler(artifact.path, 0).run, pairs, artifact.scale)["psnr"]
+    fp32_psnr = evaluate_set(load_upscaler(fp32, 0).run, pairs, artifact.scale)["psnr"]
+    assert int8_psnr >= fp32_psnr - INT8_BAR_DB, (int8_psnr, fp32_psnr)
+
+
+@pytest.mark.parametrize("artifact", shipped(), ids=lambda a: a.name)
+def test_model_card_matches_its_artifact(artifact):
+    card = artifact.card
+    assert card["sha256"] == sha256(artifact.path)
+    assert card["size_bytes"] == artifact.path.stat().st_size
+    assert (card["scale"], card["precision"], card["runtime"]) == (artifact.scale, artifact.precision, artifact.backend)
+    assert {"d", "s", "m"} <= set(card["architecture"])
+    assert card["macs_per_lr_pixel"] > 0 and card["parameters"] > 0
+    assert {"Set5", "Set14"} <= set(card["quality"])
+    runner = load_upscaler(artifact.path, threads=1)
+    out = runner.run(np.zeros((10, 12), np.uint8))
+    assert out.shape == (10 * artifact.scale, 12 * artifact.scale)
+    if artifact.backend == "litert" and artifact.precision == "int8":
+        assert card["input"]["dtype"] in ("uint8", "int8")
+        assert card["input"]["quantization"]["scale"] == pytest.approx(runner.input["quantization"][0])
+
+
+def test_corrupt_checkpoint_names_the_model_and_step(tmp_path):
+    (tmp_path / "fsrcnn-s_x2.pt").write_bytes(b"corrupt")
+    (tmp_path / "fsrcnn-s_x2.json").write_text(json.dumps({"config": {"d": 32, "s": 5, "m": 1, "scale": 2}}))
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--weights-dir", str(tmp_path),
+                          "--out-dir", str(tmp_path / "out"), "--results", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2
+    assert "fsrcnn-s_x2, step 'load'" in run.stderr and "corrupt" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
