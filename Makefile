@@ -6,8 +6,10 @@ PIP := $(VENV)/bin/pip
 DATA ?= ../shared/datasets
 export EDGE_SR_DATA ?= $(abspath $(DATA))
 STAMP := $(VENV)/.installed
+PEERS ?= ../shared/peers/opencv_dnn_superres
 
-.PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench clean
+.PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
+        wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +30,7 @@ test-fast: $(STAMP)
 
 # The paper's recipe: x3 from scratch, then x2/x4 by fine-tuning the deconvolution only, then all layers briefly.
 ITERS ?= 100000
-TRANSFER_ITERS ?= 20000
+TRANSFER_ITERS ?= 3000
 train-x3: $(STAMP)
 	$(PY) -m training.train --model fsrcnn --scale 3 --iters $(ITERS) --resume
 	$(PY) -m training.train --model fsrcnn-s --scale 3 --iters $(ITERS) --resume
@@ -36,8 +38,8 @@ train-x3: $(STAMP)
 train-transfer: $(STAMP)
 	for m in fsrcnn fsrcnn-s; do for s in 2 4; do \
 	  $(PY) -m training.train --model $$m --scale $$s --iters $(TRANSFER_ITERS) --train-only deconv \
-	    --init-from training/weights/$${m}_x3.pt --run-dir runs/deconv || exit 1; \
-	  $(PY) -m training.train --model $$m --scale $$s --iters $(TRANSFER_ITERS) --lr 1e-4 \
+	    --deconv-lr-mult 1 --init-from training/weights/$${m}_x3.pt --run-dir runs/deconv || exit 1; \
+	  $(PY) -m training.train --model $$m --scale $$s --iters $(TRANSFER_ITERS) --lr 2e-4 \
 	    --init-from training/weights/$${m}_x$$s.pt --run-dir runs/all || exit 1; \
 	done; done
 
@@ -45,7 +47,53 @@ train: train-x3 train-transfer
 
 evaluate: $(STAMP)
 	$(PY) -m training.evaluate --json results/evaluation.json --markdown results/evaluation.md
-	$(PY) -m edge_runtime.readme_tables README.md
+	$(PY) scripts/update_readme.py
+
+quantize: $(STAMP)
+	$(PY) -m quantize.build
+	$(PY) scripts/update_readme.py
+
+bench: $(STAMP)
+	$(VENV)/bin/edge-sr bench --data-dir $(EDGE_SR_DATA) --opencv-models $(PEERS) --out reports/bench
+
+benchmarks: $(STAMP)
+	$(PY) benchmarks/training_speed.py
+	$(PY) benchmarks/artifacts.py
+	$(PY) benchmarks/stream_targets.py --opencv-models $(PEERS)
+	$(PY) scripts/update_readme.py
+
+# --- Raspberry Pi deployment (deploy/README.md) ---
+PI ?=
+INVENTORY ?=
+WHEELHOUSE ?= build/wheelhouse-aarch64
+PI_PLATFORM ?= aarch64
+ANSIBLE := $(VENV)/bin/ansible-playbook
+PI_INVENTORY := build/inventory-pi.ini
+
+wheelhouse: $(STAMP)
+	PYTHON=$(PY) deploy/build_wheelhouse.sh $(WHEELHOUSE) $(PI_PLATFORM)
+
+$(PI_INVENTORY): FORCE
+	@test -n "$(PI)" || { echo "usage: make $(MAKECMDGOALS) PI=user@host" >&2; exit 2; }
+	@mkdir -p build
+	@user=$$(echo "$(PI)" | sed -n 's/@.*//p'); host=$${PI#*@}; \
+	  echo "$$host ansible_host=$$host $${user:+ansible_user=$$user} $(PI_VARS)" > $@
+FORCE:
+
+deploy-pi: wheelhouse $(PI_INVENTORY)
+	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/deploy.yml -e wheelhouse=$(abspath $(WHEELHOUSE))
+
+pi-report: $(PI_INVENTORY)
+	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/report.yml -e reports_dir=$(abspath reports)
+
+undeploy-pi: $(PI_INVENTORY)
+	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/undeploy.yml
+
+deploy-fleet: wheelhouse
+	@test -n "$(INVENTORY)" || { echo "usage: make deploy-fleet INVENTORY=hosts.ini" >&2; exit 2; }
+	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/deploy.yml -e wheelhouse=$(abspath $(WHEELHOUSE))
+	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/report.yml -e reports_dir=$(abspath reports)
+	$(PY) deploy/fleet_table.py reports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -29,7 +29,7 @@ from training.model import CheckpointError, FSRCNN, load_weights, model_id, pres
 
 # LR patch side per scale (HR = scale x this); larger than the paper's 10/7/6 so border
 # effects weigh less, same cost per pixel.
-LR_PATCH = {2: 24, 3: 16, 4: 12}
+LR_PATCH = {2: 16, 3: 16, 4: 12}
 
 
 @dataclass

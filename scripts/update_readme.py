@@ -1,0 +1,108 @@
+"""Write the README's result tables from results/*.json, between <!-- table:NAME --> markers.
+
+Every figure in the README comes from a file a `make` target writes; this only formats them.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+FAMILIES = ("fsrcnn", "fsrcnn-s")
+SETS = ("Set5", "Set14")
+SCALES = (2, 3, 4)
+
+
+def load(name: str):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluation_table() -> str | None:
+    table = RESULTS / "evaluation.md"
+    return table.read_text() if table.is_file() else None
+
+
+def quantize_table() -> str | None:
+    data = load("quantize.json")
+    if not data:
+        return None
+    lines = ["| model | set | ONNX FP32 | ONNX INT8 | Δ | TFLite FP32 | TFLite INT8 | Δ |", "|---" * 8 + "|"]
+    for ident, made in data.items():
+        for s in SETS:
+            def psnr(key):
+                return made.get(key, {}).get("quality", {}).get(s, {}).get("psnr")
+
+            cells = []
+            for fmt in ("onnx", "tflite"):
+                fp32, int8 = psnr(f"{fmt} fp32"), psnr(f"{fmt} int8")
+                delta = f"{int8 - fp32:+.2f}" if fp32 is not None and int8 is not None else "-"
+                cells += [f"{fp32:.2f}" if fp32 else "-", f"{int8:.2f}" if int8 else "-", delta]
+            lines.append(f"| {ident} | {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stream_table() -> str | None:
+    data = load("stream_targets.json")
+    if not data:
+        return None
+    lines = [f"Machine: `{data['machine']['device']}`, {data['machine']['platform']}, measured {data['generated']}, "
+             f"{data['seconds_per_run']} s per run, {data['rows'][0]['threads']} threads.", "",
+             "| family | LR size | goal | contender | fps | vs OpenCV | vs FP32 ONNX | Set5 x2 PSNR |", "|---" * 8 + "|"]
+    for row in data["rows"]:
+        for name, r in row["results"].items():
+            mark = " ✅" if r["meets_goal"] else ""
+            ratio = f"{r['vs_fp32_onnx']:.2f}x" if r.get("vs_fp32_onnx") else "-"
+            lines.append(f"| {row['family']} | {row['size']} | {row['goal_fps']:g} fps | {name} | {r['fps']:.1f}{mark} | "
+                         f"{r['vs_opencv']:.2f}x | {ratio} | {r['set5_psnr']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def artifact_table() -> str | None:
+    data = load("artifact_speed.json")
+    if not data:
+        return None
+    kinds = sorted({k for row in data["rows"] for k in row["fps"]})
+    lines = [f"Machine: `{data['machine']['device']}`. Model-only fps (ratio to FP32 ONNX in the same run).", "",
+             "| model | size | threads | " + " | ".join(kinds) + " |", "|---" * (3 + len(kinds)) + "|"]
+    for row in data["rows"]:
+        cells = [f"{row['fps'][k]:.1f} ({row['vs_fp32_onnx'].get(k, 0):.2f}x)" if k in row["fps"] else "-" for k in kinds]
+        lines.append(f"| {row['model']} | {row['size']} | {row['threads']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def training_table() -> str | None:
+    data = load("training_speed.json")
+    if not data:
+        return None
+    lines = [f"Machine: `{data['machine']['device']}`, {data['threads']} threads.", "",
+             "| model | deconv head (LR px/s) | conv + pixel_shuffle (LR px/s) | speed-up | FSRCNN vs SRCNN inference |",
+             "|---|---|---|---|---|"]
+    for row in data["training"]:
+        lines.append(f"| {row['model']} | {row['deconv_lr_px_s']:,} | {row['subpixel_lr_px_s']:,} | "
+                     f"{row['subpixel_speedup']:.2f}x | {data['speedup_over_srcnn'].get(row['model'], '-')}x |")
+    return "\n".join(lines) + "\n"
+
+
+TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": stream_table,
+          "artifacts": artifact_table, "training": training_table}
+
+
+def main(readme: str = "README.md") -> int:
+    path = ROOT / readme
+    text = path.read_text()
+    for name, make in TABLES.items():
+        table = make()
+        if table is None:
+            continue
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+    path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
