@@ -33,7 +33,8 @@ from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weight
 
 FORMATS = ("onnx", "tflite")
 EVAL_SETS = ("Set5", "Set14")
-ONNX_HEAD = "subpixel"  # benchmarks/head_forms.py: the conv + depth_to_space form runs faster in ONNX Runtime
+# FP32 artifacts use the conv + depth_to_space head (benchmarks/artifacts.py times it against the 9x9
+# deconvolution); INT8 ones the split-ReLU form, which the INT8 runtimes run without float fallbacks.
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
 
 
@@ -90,8 +91,8 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                 bar.set_postfix_str(step)
                 source = model if precision == "fp32" else tuned
                 target = out_dir / f"{ident}_{precision}.{'onnx' if fmt == 'onnx' else 'tflite'}"
+                head = "subpixel" if precision == "fp32" else "split-relu"
                 if fmt == "onnx":
-                    head = ONNX_HEAD
                     if precision == "fp32":
                         onnx_export.export_fp32(source, target, head)
                     else:
@@ -100,8 +101,8 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:
-                    head = "subpixel"
-                    tflite_export.convert(source, target, precision, patches if precision == "int8" else None)
+                    form = "prelu" if precision == "fp32" else "split-relu"
+                    tflite_export.convert(source, target, precision, patches if precision == "int8" else None, form=form)
                     ops = tflite_export.op_report(target)
                 quality = score(target, pairs, scale)
                 extra = {"ops": ops, **(common if precision == "int8" else {})}

@@ -12,19 +12,22 @@ import numpy as np
 import onnx
 import torch
 
-from training.model import FSRCNN, FSRCNNSubpixel
+from training.model import FSRCNN, FSRCNNSplitReLU, FSRCNNSubpixel
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
-HEADS = ("deconv", "subpixel")
+HEADS = ("deconv", "subpixel", "split-relu")
 
 
 def deployable(model: FSRCNN, head: str) -> torch.nn.Module:
-    """The exported module: the paper's 9x9 deconvolution, or its exact conv + depth_to_space rewrite."""
+    """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
+    or that with every PReLU split into ReLUs (the INT8 form, training.model.split_relu_layers)."""
     if head == "deconv":
         return model.eval()
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
+    if head == "split-relu":
+        return FSRCNNSplitReLU(model).eval()
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 

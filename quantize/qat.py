@@ -1,9 +1,9 @@
 """Quantization-aware fine-tuning: teach the FP32 weights to survive INT8 before export.
 
 Post-training quantization of FSRCNN loses 0.3-0.7 dB: both per-channel int8 weights and
-per-tensor 8-bit activations cost a little at every layer. Fine-tuning with the same
-quantizers the runtimes apply (per-channel symmetric int8 weights, per-tensor asymmetric
-8-bit activations after every conv and PReLU, ranges tracked as the runtimes' min-max
+per-tensor 8-bit activations cost a little at every layer. Fine-tuning through the INT8
+deployment graph with the quantizers the runtimes apply (per-channel symmetric int8 weights,
+per-tensor 8-bit activations after every conv + ReLU, ranges tracked as the runtimes' min-max
 calibration would see them) recovers it. The result is an ordinary FSRCNN checkpoint.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import PatchSampler, set_folder
-from training.model import FSRCNN, deconv_to_subpixel
+from training.model import FSRCNN, split_relu_layers
 from quantize.calibration import CALIBRATION_SETS
 
 
@@ -52,25 +52,22 @@ def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
 
 
 class QuantSim(nn.Module):
-    """The deployable graph (convs, PReLUs, conv head + depth_to_space) with INT8 simulated."""
+    """The INT8 deployment graph (conv + ReLU layers of split_relu_layers, conv head + depth_to_space)
+    with the runtimes' quantization simulated after every layer, computed from `model`'s parameters."""
 
     def __init__(self, model: FSRCNN):
         super().__init__()
         self.model = model
-        self.layers = list(model.body)
-        self.trackers = nn.ModuleList(RangeTracker() for _ in range(len(self.layers) + 1))
+        self.trackers = nn.ModuleList(RangeTracker() for _ in split_relu_layers(model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer, tracker in zip(self.layers, self.trackers):
-            if isinstance(layer, nn.Conv2d):
-                x = F.conv2d(x, fake_quant_weight(layer.weight), layer.bias, padding=layer.padding)
-            else:
-                x = layer(x)
+        layers = split_relu_layers(self.model)
+        for i, ((weight, bias), tracker) in enumerate(zip(layers, self.trackers)):
+            x = F.conv2d(x, fake_quant_weight(weight), bias, padding=weight.shape[-1] // 2)
+            if i < len(layers) - 1:
+                x = F.relu(x)
             x = tracker(x)
-        scale = self.model.config.scale
-        w, b = deconv_to_subpixel(self.model.deconv.weight, self.model.deconv.bias, scale)
-        x = F.conv2d(x, fake_quant_weight(w), b, padding=w.shape[-1] // 2)
-        return F.pixel_shuffle(self.trackers[-1](x), scale)
+        return F.pixel_shuffle(x, self.model.config.scale)
 
 
 def quant_aware_finetune(model: FSRCNN, data_dir: Path, iters: int = 3000, lr: float = 1e-4,

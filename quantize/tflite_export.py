@@ -15,34 +15,42 @@ from pathlib import Path
 
 import numpy as np
 
-from training.model import FSRCNN, deconv_to_subpixel
+from training.model import FSRCNN, deconv_to_subpixel, split_relu_layers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation chatter
 
 
-def tf_function(model: FSRCNN):
+def tf_function(model: FSRCNN, form: str = "prelu"):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
-    PReLU is written as relu(x) + (-alpha[1,1,C]) * relu(-x): the one form (Keras') the converter
-    fuses into a PRELU op.
+    form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
+    form (Keras') the converter fuses into a PRELU op. form "split-relu": every layer conv + ReLU
+    (training.model.split_relu_layers), the form XNNPACK runs as one INT8 graph.
     """
     import tensorflow as tf
 
-    def conv_params(weight, bias):
-        return tf.constant(weight.detach().permute(2, 3, 1, 0).contiguous().numpy()), tf.constant(bias.detach().numpy())
+    def const(weight, bias):
+        return (tf.constant(weight.detach().permute(2, 3, 1, 0).contiguous().numpy()),
+                tf.constant(bias.detach().contiguous().numpy()))
 
-    layers = list(model.body)
-    stages = [(conv_params(c.weight, c.bias), tf.constant(-p.weight.detach().numpy().reshape(1, 1, -1)))
-              for c, p in zip(layers[0::2], layers[1::2])]
     scale = model.config.scale
-    head = conv_params(*deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))
+    if form == "prelu":
+        layers = list(model.body)
+        stages = [(const(c.weight, c.bias), tf.constant(-p.weight.detach().numpy().reshape(1, 1, -1)))
+                  for c, p in zip(layers[0::2], layers[1::2])]
+        head = const(*deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))
+    elif form == "split-relu":
+        *body, head = [const(w, b) for w, b in split_relu_layers(model)]
+        stages = [(params, None) for params in body]
+    else:
+        raise ValueError(f"form must be prelu or split-relu, not {form!r}")
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32, name="lr")])
     def serve(x):
         for (w, b), neg_alpha in stages:
             x = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
-            x = tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
+            x = tf.nn.relu(x) if neg_alpha is None else tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
         x = tf.nn.bias_add(tf.nn.conv2d(x, head[0], 1, "SAME"), head[1])
         return tf.nn.depth_to_space(x, scale)
 
@@ -50,12 +58,13 @@ def tf_function(model: FSRCNN):
 
 
 def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | None = None,
-            io_dtype: str = "uint8") -> Path:
+            io_dtype: str = "uint8", form: str | None = None) -> Path:
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
-    calibrated on `patches` (N x 1 x h x w float 0..1 training patches)."""
+    calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
+    for FP32 (fastest under XNNPACK) and split ReLU for INT8 (one XNNPACK INT8 graph)."""
     import tensorflow as tf
 
-    serve = tf_function(model)
+    serve = tf_function(model, form or ("split-relu" if precision == "int8" else "prelu"))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from training.model import (
-    PRESETS, SCALES, CheckpointError, FSRCNN, FSRCNNSubpixel, load_weights, macs_per_lr_pixel,
-    preset, save_weights, subpixel_kernel_size,
+    PRESETS, SCALES, CheckpointError, FSRCNN, FSRCNNSplitReLU, FSRCNNSubpixel, load_weights,
+    macs_per_lr_pixel, preset, save_weights, subpixel_kernel_size,
 )
 
 
@@ -32,6 +32,21 @@ def test_conv_plus_pixel_shuffle_equals_the_9x9_deconvolution(scale):
         reference = model(x)
         assert (FSRCNNSubpixel(model)(x) - reference).abs().max() < 1e-5
         assert (model.forward_subpixel(x) - reference).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_split_relu_int8_form_equals_the_prelu_model(name, scale):
+    model = random_model(name, scale)
+    for module in model.body:
+        if isinstance(module, torch.nn.PReLU):
+            torch.nn.init.uniform_(module.weight, -0.5, 1.5)  # any slope, negative ones included
+    x = torch.rand(1, 1, 15, 22)
+    with torch.no_grad():
+        split = FSRCNNSplitReLU(model)
+        assert all(isinstance(m, torch.nn.Conv2d) for m in split.convs)
+        reference = model(x)
+        assert (split(x) - reference).abs().max() / reference.abs().max() < 1e-5
 
 
 def test_subpixel_training_path_gives_the_deconvolution_the_same_gradients():

@@ -59,7 +59,7 @@ def int8_pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("int8")
     model = trained_like_model()
     patches = np.stack([real_lr()[None, :32, :32].astype(np.float32) / 255] * 4)
-    fp32 = onnx_export.export_fp32(model, tmp / "fp32.onnx")
+    fp32 = onnx_export.export_fp32(model, tmp / "fp32.onnx", "split-relu")
     onnx_int8 = onnx_export.quantize_int8(fp32, tmp / "int8.onnx", patches)
     tflite_int8 = tflite_export.convert(model, tmp / "int8.tflite", "int8", patches)
     return model, onnx_int8, tflite_int8
@@ -69,16 +69,23 @@ def test_onnx_int8_runs_every_conv_as_qlinearconv(int8_pair):
     _, onnx_int8, _ = int8_pair
     report = onnx_export.runtime_op_report(onnx_int8)
     assert report["int8"] == ["QLinearConv"] * 5
-    assert "Conv" not in report["float"]
+    assert report["float"] == ["DepthToSpace"]  # a reshuffle of the last output, nothing computed in float
 
 
-def test_tflite_int8_is_integer_end_to_end(int8_pair):
+def test_tflite_int8_is_integer_end_to_end_in_one_xnnpack_graph(int8_pair):
     _, _, tflite_int8 = int8_pair
     report = tflite_export.op_report(tflite_int8)
-    kinds = [op["op"] for op in report["ops"] if op["op"] != "DELEGATE"]
-    assert kinds.count("CONV_2D") == 5 and kinds.count("PRELU") == 4
+    kinds = [op["op"] for op in report["ops"]]
+    assert kinds.count("CONV_2D") == 5 and "PRELU" not in kinds
+    assert kinds.count("DELEGATE") == 1  # no op falls out of the XNNPACK INT8 partition
     for op in report["ops"]:
         assert "float32" not in op["dtypes"], op
+
+
+def test_tflite_fp32_keeps_fused_prelu(tmp_path):
+    path = tflite_export.convert(trained_like_model(), tmp_path / "m.tflite", "fp32")
+    kinds = [op["op"] for op in tflite_export.op_report(path)["ops"]]
+    assert kinds.count("PRELU") == 4 and "NEG" not in kinds
 
 
 def test_int8_artifacts_stay_close_to_pytorch(int8_pair):
@@ -119,10 +126,11 @@ def test_model_card_matches_its_artifact(artifact):
         assert card["input"]["quantization"]["scale"] == pytest.approx(runner.input["quantization"][0])
 
 
-def test_corrupt_checkpoint_names_the_model_and_step(tmp_path):
+def test_corrupt_checkpoint_names_the_model_and_step(tmp_path, data_dir):
     (tmp_path / "fsrcnn-s_x2.pt").write_bytes(b"corrupt")
     (tmp_path / "fsrcnn-s_x2.json").write_text(json.dumps({"config": {"d": 32, "s": 5, "m": 1, "scale": 2}}))
     run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--weights-dir", str(tmp_path),
+                          "--data-dir", str(data_dir),
                           "--out-dir", str(tmp_path / "out"), "--results", str(tmp_path / "r.json")],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2

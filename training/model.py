@@ -164,6 +164,49 @@ class FSRCNNSubpixel(nn.Module):
         return self.head(self.body(x))
 
 
+def split_relu_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of each conv of the INT8 deployment form, computed (differentiably) from `model`.
+
+    PReLU(z) = relu(z) - alpha * relu(-z). So each conv emits [z, -z] (weights stacked with their
+    negation) followed by a plain ReLU, and the next conv takes both halves with weights
+    [W, -W * alpha]. The last entry is the conv + depth_to_space head. Exact in FP32; every layer
+    becomes conv + ReLU, which INT8 runtimes fuse, where a per-channel PReLU stays float (ONNX
+    Runtime) or splits the XNNPACK graph (LiteRT).
+    """
+    layers = list(model.body)
+    convs, prelus = layers[0::2], layers[1::2]
+    head_w, head_b = deconv_to_subpixel(model.deconv.weight, model.deconv.bias, model.config.scale)
+    out, alpha = [], None
+    for conv, weight, bias in [(c, c.weight, c.bias) for c in convs] + [(None, head_w, head_b)]:
+        if alpha is not None:
+            weight = torch.cat([weight, -weight * alpha.view(1, -1, 1, 1)], dim=1)
+        if conv is not None:
+            weight, bias = torch.cat([weight, -weight]), torch.cat([bias, -bias])
+            alpha = prelus[len(out)].weight
+        out.append((weight, bias))
+    return out
+
+
+class FSRCNNSplitReLU(nn.Module):
+    """The same trained FSRCNN in its INT8 deployment form (see split_relu_layers)."""
+
+    def __init__(self, model: FSRCNN):
+        super().__init__()
+        self.config = model.config
+        self.convs = nn.ModuleList()
+        for weight, bias in split_relu_layers(model):
+            conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=weight.shape[-1] // 2)
+            with torch.no_grad():
+                conv.weight.copy_(weight)
+                conv.bias.copy_(bias)
+            self.convs.append(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs[:-1]:
+            x = F.relu(conv(x))
+        return F.pixel_shuffle(self.convs[-1](x), self.config.scale)
+
+
 class SRCNN(nn.Module):
     """SRCNN 9-1-5 (64, 32 filters) on a bicubic-upscaled input: the paper's speed reference."""
 

@@ -1,0 +1,74 @@
+"""results/validation_curves.svg: Set5 validation PSNR against training step, from the training logs
+copied to results/training_logs/ (one CSV per run: step,loss,val_psnr,lr,seconds)."""
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "results" / "training_logs"
+COLORS = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#6a4c93", "#1982c4", "#8ac926"]
+
+
+def collect(runs: Path) -> None:
+    """Copy runs/**/log.csv to results/training_logs/<phase>_<id>.csv (runs/ itself is not tracked)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for log in runs.rglob("log.csv"):
+        rel = log.parent.relative_to(runs)
+        name = "_".join(rel.parts) if len(rel.parts) > 1 else f"scratch_{rel.parts[0]}"
+        shutil.copyfile(log, LOGS / f"{name}.csv")
+
+
+def svg(curves: dict[str, list[tuple[int, float]]], width=760, height=420) -> str:
+    pad = 56
+    steps = [s for c in curves.values() for s, _ in c]
+    values = [v for c in curves.values() for _, v in c]
+    lo, hi, top = min(values) - 0.1, max(values) + 0.1, max(steps)
+
+    def x(step):
+        return pad + (width - 2 * pad - 150) * step / top
+
+    def y(value):
+        return height - pad - (height - 2 * pad) * (value - lo) / (hi - lo)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad - 150}" y2="{height - pad}" stroke="#333"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+             f'<text x="{(width - 150) / 2}" y="{height - 16}" text-anchor="middle">training step</text>',
+             f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" text-anchor="middle">Set5 PSNR (dB)</text>']
+    for tick in range(int(lo) + 1, int(hi) + 1):
+        parts.append(f'<text x="{pad - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>'
+                     f'<line x1="{pad}" y1="{y(tick):.1f}" x2="{width - pad - 150}" y2="{y(tick):.1f}" stroke="#eee"/>')
+    parts.append(f'<text x="{width - pad - 150}" y="{height - pad + 16}" text-anchor="end">{top}</text>')
+    for i, (name, points) in enumerate(sorted(curves.items())):
+        color = COLORS[i % len(COLORS)]
+        path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
+        parts.append(f'<text x="{width - pad - 140}" y="{pad + 16 * i}" fill="{color}">{name} ({points[-1][1]:.2f})</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main() -> int:
+    runs = ROOT / "runs"
+    if runs.is_dir():
+        collect(runs)
+    curves = {}
+    for log in sorted(LOGS.glob("*.csv")):
+        rows = list(csv.DictReader(log.open()))
+        if rows:
+            curves[log.stem] = [(int(r["step"]), float(r["val_psnr"])) for r in rows]
+    if not curves:
+        print("plot_curves: no training logs", file=sys.stderr)
+        return 2
+    out = ROOT / "results" / "validation_curves.svg"
+    out.write_text(svg(curves))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
