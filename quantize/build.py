@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -120,6 +121,17 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         raise BuildError(f"{ident}, step '{step}': {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
 
 
+def record(results: Path, ident: str, made: dict) -> None:
+    """Merge one model's results into the JSON the README table comes from (read just before the
+    write, so builds of different models can run side by side)."""
+    data = json.loads(results.read_text()) if results.is_file() else {}
+    data[ident] = {**data.get(ident, {}), **made}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = results.with_name(f".{results.name}.{ident}.tmp")
+    tmp.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+    os.replace(tmp, results)
+
+
 def main(argv: list[str] | None = None) -> int:
     all_ids = [model_id(name, scale) for name in PRESETS for scale in SCALES]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,14 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     try:
         data_dir = resolve_data_dir(args.data_dir)
-        results = json.loads(args.results.read_text()) if args.results.is_file() else {}
         for ident in args.models:
             started = time.time()
-            results[ident] = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)
-            summary = "  ".join(f"{k}: Set5 {v['quality']['Set5']['psnr']:.2f}" for k, v in results[ident].items())
+            made = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)
+            summary = "  ".join(f"{k}: Set5 {v['quality']['Set5']['psnr']:.2f}" for k, v in made.items())
             print(f"{ident} ({time.time() - started:.0f}s)  {summary}")
-            args.results.parent.mkdir(parents=True, exist_ok=True)
-            args.results.write_text(json.dumps(results, indent=2) + "\n")
+            record(args.results, ident, made)
     except (BuildError, DataError) as err:
         print(f"edge-sr quantize: error: {err}", file=sys.stderr)
         return 2

@@ -150,6 +150,10 @@ def train(cfg: TrainConfig) -> float:
         if is_main:
             print(f"resumed {ident} at step {step}, best Set5 {best:.3f} dB")
     model.subpixel_head = True
+    if cfg.init_from and step == 0 and is_main:
+        # Fine-tuning must beat where it starts before it may overwrite the shipped weights.
+        best = validate(model, val_pairs, cfg.scale)
+        print(f"{ident}: starting from {cfg.init_from}, {cfg.val_set} {best:.3f} dB")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log_path = run / "log.csv"
