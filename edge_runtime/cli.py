@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -193,8 +194,14 @@ def stream(argv: list[str]) -> int:
     return 130 if summary.get("interrupted") else 0
 
 
+def _stop_on_sigterm(signum, frame):
+    """systemd stops the service with SIGTERM: end the stream as Ctrl-C does (report written, video closed)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         if argv[:1] == ["bench"]:
             from edge_runtime.bench import bench_main

@@ -137,3 +137,19 @@ def test_installed_console_script_runs():
         pytest.skip("not installed through make")
     run = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert run.returncode == 0
+
+
+def test_sigterm_ends_the_stream_cleanly_with_its_report(tmp_path):
+    import signal
+    import time
+
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen([*EDGE_SR, "--demo", "--seconds", "60", "--model", "fsrcnn-s", "--report", str(report), *SMALL],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # model loaded, frames flowing
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and data["frames"] > 0

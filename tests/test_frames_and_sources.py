@@ -110,3 +110,24 @@ def test_picamera_yuv420_y_plane_goes_in_as_is_respecting_the_stride():
     assert source.size == (100, 60)
     source.close()
     assert camera.calls == ["create_video_configuration", "configure", "start", "stop", "close"]
+
+
+def test_a_camera_that_stops_delivering_fails_clearly_within_two_seconds(tmp_path):
+    import time
+
+    from edge_runtime.sources import OpenCVCamera
+
+    path = tmp_path / "cam.avi"  # a device path OpenCV opens like a camera
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(3):
+        writer.write(textured_image(24, 32, seed=i))
+    writer.release()
+    camera = OpenCVCamera(str(path))
+    assert camera.live and camera.size == (32, 24)
+    for _ in range(3):
+        assert camera.read().y.shape == (24, 32)
+    path.unlink()  # the device goes away
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="stopped delivering"):
+        camera.read()
+    assert time.monotonic() - started < 3.0
