@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.backends import BackendError
+from edge_runtime.errors import BackendError
 from edge_runtime.models import Artifact, open_model
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-sr" / "auto.json"

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.errors import BackendError
+
 BACKENDS = ("onnxruntime", "litert")
-
-
-class BackendError(Exception):
-    """A model file or runtime that cannot be used; the message is one line for the user."""
 
 
 def backend_for(path: Path) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from edge_runtime import __version__
 from edge_runtime.autoselect import device_id
-from edge_runtime.backends import BackendError
-from edge_runtime.cli import CliError, OneLineParser, parse_size, positive, write_json
+from edge_runtime.cli import OneLineParser, parse_size, positive, write_json
+from edge_runtime.errors import BackendError, CliError
 from edge_runtime.demo import DemoSource
 from edge_runtime.frames import bgr_to_ycrcb
 from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, load_eval_set

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from edge_runtime import __version__
-from edge_runtime.backends import BACKENDS, BackendError
-from edge_runtime.models import FAMILIES, PRECISIONS, open_model, resolve
-from edge_runtime.sinks import SinkError
-from edge_runtime.sources import SourceError
+from edge_runtime.backends import BACKENDS
+from edge_runtime.errors import CliError, EdgeSRError
+from edge_runtime.models import PRECISIONS, open_model, resolve
 
 EXAMPLES = """examples:
   edge-sr --demo --seconds 5                 built-in scene, live PSNR against its ground truth
@@ -25,10 +24,6 @@ EXAMPLES = """examples:
   edge-sr --images photos/ --scale 3 --report report.json
   edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
 """
-
-
-class CliError(Exception):
-    pass
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -208,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(argv[1:])
         return stream(argv)
-    except (CliError, SourceError, BackendError, SinkError) as err:
+    except EdgeSRError as err:
         print(f"edge-sr: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.backends import BackendError, backend_for, load_upscaler
+from edge_runtime.backends import backend_for, load_upscaler
+from edge_runtime.errors import BackendError
 
 MODELS_DIR = Path(__file__).parent / "models"
 FAMILIES = ("fsrcnn", "fsrcnn-s")

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.backends import BackendError
+from edge_runtime.errors import BackendError
 
 
 class _DepthToSpace:

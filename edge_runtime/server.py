@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
-from edge_runtime.sinks import SinkError
+from edge_runtime.errors import SinkError
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edge-sr live</title>

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import cv2
 
-
-class SinkError(Exception):
-    pass
+from edge_runtime.errors import SinkError
 
 
 class VideoFileSink:

@@ -12,14 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_runtime.errors import SourceError
 from edge_runtime.frames import Frame
 from edge_runtime.metrics import image_files
 
 CAMERA_RECONNECT_SECONDS = 2.0
-
-
-class SourceError(Exception):
-    """A source that cannot be opened or stopped delivering; one line for the user."""
 
 
 def _resize_to(bgr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

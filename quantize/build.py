@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from edge_runtime.backends import BackendError, load_upscaler
+from edge_runtime.backends import load_upscaler
+from edge_runtime.errors import BackendError
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export

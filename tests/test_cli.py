@@ -9,7 +9,7 @@ import pytest
 from conftest import PYTHON, ROOT, textured_image
 from edge_runtime.models import shipped
 
-EDGE_SR = [PYTHON, "-m", "edge_runtime.cli"]
+EDGE_SR = [PYTHON, "-m", "edge_runtime"]
 SMALL = ["--size", "96x64", "--threads", "1", "--quiet"]
 
 

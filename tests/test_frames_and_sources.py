@@ -6,7 +6,8 @@ from conftest import textured_image
 from edge_runtime import metrics
 from edge_runtime.demo import DemoSource
 from edge_runtime.frames import Frame, bgr_to_ycrcb, compose
-from edge_runtime.sources import ImageFolderSource, PiCamera, SourceError, VideoSource, open_camera
+from edge_runtime.errors import SourceError
+from edge_runtime.sources import ImageFolderSource, PiCamera, VideoSource, open_camera
 
 
 def test_frame_y_is_the_bt601_y_the_models_were_trained_on():

@@ -37,7 +37,7 @@ def live_stream():
     port = free_port()
     token = "s3cret"
     proc = subprocess.Popen(
-        [PYTHON, "-m", "edge_runtime.cli", "--demo", "--size", "96x64", "--model", "fsrcnn-s", "--precision", "int8",
+        [PYTHON, "-m", "edge_runtime", "--demo", "--size", "96x64", "--model", "fsrcnn-s", "--precision", "int8",
          "--backend", "onnxruntime", "--threads", "1", "--seconds", "40", "--serve", f"127.0.0.1:{port}",
          "--token", token, "--quiet"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
