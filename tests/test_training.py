@@ -90,3 +90,19 @@ def test_shipped_weights_beat_bicubic_on_set5(data_dir, path):
 def test_every_model_and_scale_ships_weights():
     assert [p.stem for p in shipped_checkpoints()] == [
         f"{m}_x{s}" for m in ("fsrcnn", "fsrcnn-s") for s in (2, 3, 4)]
+
+
+def test_the_same_script_trains_under_torchrun_with_ddp(tiny_dataset, tmp_path):
+    torchrun = ROOT / ".venv" / "bin" / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    run = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "training.train", "--model", "fsrcnn-s", "--scale", "2",
+         "--data-dir", str(tiny_dataset), "--iters", "20", "--eval-every", "10", "--batch", "4", "--lr-patch", "8",
+         "--run-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "w"), "--threads", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("best Set5 PSNR") == 1  # rank 0 reports, saves and logs
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv"))]
+    assert steps == [10, 20]
+    assert load_weights(tmp_path / "w" / "fsrcnn-s_x2.pt", expect_scale=2)

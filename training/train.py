@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-sr train: interrupted; resume with --resume", file=sys.stderr)
         return 130
-    print(f"best {cfg.val_set} PSNR {best:.3f} dB")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"best {cfg.val_set} PSNR {best:.3f} dB")
     return 0
 
 
