@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, save  # noqa: E402
+from edge_runtime.backends import Upscaler  # noqa: E402
 from edge_runtime.demo import DemoSource  # noqa: E402
 from edge_runtime.metrics import evaluate_set, load_eval_set  # noqa: E402
 from edge_runtime.models import find, open_model  # noqa: E402
@@ -27,12 +29,17 @@ from edge_runtime.stats import StreamStats  # noqa: E402
 TARGETS = [("fsrcnn-s", "FSRCNN-small", (640, 480), 30.0), ("fsrcnn", "FSRCNN", (640, 360), 24.0)]
 
 
-class Bicubic:
+class Bicubic(Upscaler):
+    """OpenCV's bicubic resize: the baseline every ratio is taken against."""
+
     def __init__(self, scale):
         self.scale = scale
 
-    def run(self, y):
+    def upscale(self, y):
         return cv2.resize(y, (y.shape[1] * self.scale, y.shape[0] * self.scale), interpolation=cv2.INTER_CUBIC)
+
+    def run(self, y):
+        return self.upscale(y).astype(np.float64)
 
 
 def stream(upscaler, size, seconds, demos) -> dict:

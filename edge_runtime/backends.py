@@ -25,7 +25,22 @@ def backend_for(path: Path) -> str:
     raise BackendError(f"{path}: unknown model format {suffix!r} (expected .onnx or .tflite)")
 
 
-class OnnxUpscaler:
+def to_uint8(y: np.ndarray) -> np.ndarray:
+    """Float 0..255 -> uint8, rounded and clipped."""
+    return np.clip(y + 0.5, 0, 255).astype(np.uint8)
+
+
+class Upscaler:
+    """`run(y)`: float HR Y (for measuring PSNR); `upscale(y)`: uint8 HR Y (for streaming)."""
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def upscale(self, y: np.ndarray) -> np.ndarray:
+        return to_uint8(self.run(y))
+
+
+class OnnxUpscaler(Upscaler):
     """ONNX Runtime session; the artifacts take float32 [1,1,h,w] in 0..1 (INT8 is QDQ inside)."""
 
     backend = "onnxruntime"
@@ -64,7 +79,7 @@ def _litert_interpreter_class():
     return Interpreter
 
 
-class LiteRTUpscaler:
+class LiteRTUpscaler(Upscaler):
     """LiteRT interpreter with dynamic H/W (tensors resized when the frame size changes).
 
     Full-integer artifacts take int8/uint8 input: the quantization parameters from the
@@ -93,22 +108,37 @@ class LiteRTUpscaler:
             self.output = self.interpreter.get_output_details()[0]
             self.shape = (h, w)
 
-    def run(self, y: np.ndarray) -> np.ndarray:
+    def _invoke(self, y: np.ndarray) -> np.ndarray:
         self._prepare(*y.shape)
         dtype = self.input["dtype"]
         if dtype == np.float32:
             x = y.astype(np.float32) * (1.0 / 255.0)
         else:
             scale, zero = self.input["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.rint(y.astype(np.float32) / 255.0 / scale + zero), info.min, info.max).astype(dtype)
+            if dtype == np.uint8 and zero == 0 and abs(scale * 255 - 1) < 1e-6:
+                x = y  # uint8 Y/255 with scale 1/255: the pixels are the quantized values
+            else:
+                info = np.iinfo(dtype)
+                x = np.clip(np.rint(y.astype(np.float32) / 255.0 / scale + zero), info.min, info.max).astype(dtype)
         self.interpreter.set_tensor(self.input["index"], x[None, :, :, None])
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])[0, :, :, 0]
-        if self.output["dtype"] != np.float32:
-            scale, zero = self.output["quantization"]
-            out = (out.astype(np.float32) - zero) * scale
-        return out * 255.0
+        return self.interpreter.get_tensor(self.output["index"])[0, :, :, 0]
+
+    def _dequantize(self, q: np.ndarray) -> np.ndarray:
+        scale, zero = self.output["quantization"]
+        return (q.astype(np.float32) - zero) * (scale * 255.0)
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        out = self._invoke(y)
+        return out * 255.0 if self.output["dtype"] == np.float32 else self._dequantize(out)
+
+    def upscale(self, y: np.ndarray) -> np.ndarray:
+        out = self._invoke(y)
+        if self.output["dtype"] == np.float32:
+            return to_uint8(out * 255.0)
+        info = np.iinfo(self.output["dtype"])
+        lut = to_uint8(self._dequantize(np.arange(info.min, info.max + 1)))  # 256 entries
+        return lut[out.astype(np.int16) - info.min] if info.min else lut[out]
 
 
 def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_runtime.backends import Upscaler
 from edge_runtime.errors import BackendError
 
 
@@ -38,7 +39,7 @@ class _DepthToSpace:
 _registered = False
 
 
-class OpenCVSuperRes:
+class OpenCVSuperRes(Upscaler):
     backend = "opencv-dnn"
 
     def __init__(self, path: Path, threads: int = 0):

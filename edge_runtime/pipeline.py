@@ -30,10 +30,6 @@ class Result:
     scale: int
 
 
-def to_uint8(y: np.ndarray) -> np.ndarray:
-    return np.clip(y + 0.5, 0, 255).astype(np.uint8)
-
-
 class Pipeline:
     def __init__(self, source, upscaler, scale: int, sinks: list, stats: StreamStats,
                  max_frames: int | None = None, seconds: float | None = None, status=sys.stderr,
@@ -95,7 +91,7 @@ class Pipeline:
             if frame is _END:
                 break
             t0 = time.perf_counter()
-            sr_y = to_uint8(self.upscaler.run(frame.y))
+            sr_y = self.upscaler.upscale(frame.y)
             self.stats.stage("sr", (time.perf_counter() - t0) * 1000)
             self._put(self.outbox, (frame, sr_y), droppable=False)
         self._put(self.outbox, _END, droppable=False)

@@ -137,3 +137,11 @@ def test_corrupt_checkpoint_names_the_model_and_step(tmp_path, data_dir):
     assert "fsrcnn-s_x2, step 'load'" in run.stderr and "corrupt" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("artifact", shipped(), ids=lambda a: a.name)
+def test_streaming_upscale_is_the_rounded_float_output(artifact):
+    runner = load_upscaler(artifact.path, threads=1)
+    y = real_lr()
+    expected = np.clip(runner.run(y) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(runner.upscale(y).astype(int) - expected).max() <= 1  # float rounding at .5 only
