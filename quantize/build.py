@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="calibration (T91, BSD200) and evaluation (Set5, Set14) sets; default $EDGE_SR_DATA")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where the checkpoints are")
     p.add_argument("--out-dir", type=Path, default=MODELS_DIR)
-    p.add_argument("--qat-iters", type=int, default=3000)
+    p.add_argument("--qat-iters", type=int, default=4000)
     p.add_argument("--results", type=Path, default=Path("results/quantize.json"))
     args = p.parse_args(argv)
     torch.manual_seed(0)
