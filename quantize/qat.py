@@ -70,46 +70,15 @@ class QuantSim(nn.Module):
         return F.pixel_shuffle(x, self.model.config.scale)
 
 
-def equalize_ranges(model: FSRCNN, patches: torch.Tensor) -> FSRCNN:
-    """Cross-layer range equalization (Nagel et al. 2019), exact in FP32 because PReLU is positively
-    homogeneous: channel c of each conv's output is divided by t_c and the next layer's weights for
-    that input channel multiplied by t_c, with t_c = sqrt(r_c / w_c) (r_c: the channel's largest
-    activation on `patches`, w_c: the largest next-layer weight it meets). Every channel then spans
-    a similar share of its tensor's 8-bit range, which per-tensor activation quantization needs."""
-    work = FSRCNN(model.config)
-    work.load_state_dict(model.state_dict())
-    layers = list(work.body)
-    convs = layers[0::2]
-    with torch.no_grad():
-        x = patches
-        for i, conv in enumerate(convs):
-            x = layers[2 * i + 1](conv(x))
-            act = x.abs().amax(dim=(0, 2, 3)).clamp(min=1e-8)
-            if i + 1 < len(convs):
-                nxt = convs[i + 1].weight  # out x in x k x k
-                weight = nxt.abs().amax(dim=(0, 2, 3)).clamp(min=1e-8)
-            else:
-                nxt = work.deconv.weight  # in x 1 x 9 x 9 for a transposed conv
-                weight = nxt.abs().amax(dim=(1, 2, 3)).clamp(min=1e-8)
-            t = (act / weight).sqrt()
-            conv.weight.div_(t.view(-1, 1, 1, 1))
-            conv.bias.div_(t)
-            if i + 1 < len(convs):
-                nxt.mul_(t.view(1, -1, 1, 1))
-            else:
-                nxt.mul_(t.view(-1, 1, 1, 1))
-            x = x / t.view(1, -1, 1, 1)
-    return work
-
-
 def quant_aware_finetune(model: FSRCNN, data_dir: Path, iters: int = 3000, lr: float = 1e-4,
                          batch: int = 32, lr_patch: int = 16, eval_every: int = 500, seed: int = 7,
                          desc: str = "qat") -> tuple[FSRCNN, float]:
     """Fine-tune a copy of `model` under simulated INT8; returns the best-on-Set5 copy and its PSNR."""
     scale = model.config.scale
-    sampler = PatchSampler([set_folder(data_dir, n) for n in CALIBRATION_SETS], scale, lr_patch, seed=seed, progress=False)
-    work = equalize_ranges(model, sampler.batch(256)[0])
+    work = FSRCNN(model.config)
+    work.load_state_dict(model.state_dict())
     sim = QuantSim(work)
+    sampler = PatchSampler([set_folder(data_dir, n) for n in CALIBRATION_SETS], scale, lr_patch, seed=seed, progress=False)
     val_pairs = load_eval_set(set_folder(data_dir, "Set5"), scale)
     optimizer = torch.optim.Adam([
         {"params": work.body.parameters(), "lr_mult": 1.0},
