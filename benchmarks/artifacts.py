@@ -1,12 +1,13 @@
 """Model-only speed of every shipped artifact (1 and 2 threads, 320x240 and 640x480) as ratios to
-FP32 ONNX in the same run, plus the 9x9 deconvolution head exported as is, to justify the
-conv + depth_to_space form the artifacts ship with.
+FP32 ONNX in the same run, plus the FP32 ONNX exported with the other head form (9x9 deconvolution
+vs conv + depth_to_space), the measurement that picks the shipped form.
 
     python benchmarks/artifacts.py           # writes results/artifact_speed.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -34,8 +35,10 @@ def main() -> int:
                 from training.evaluate import WEIGHTS_DIR
                 from training.model import load_weights
 
-                paths["fp32.onnx (deconv head)"] = export_fp32(load_weights(WEIGHTS_DIR / f"{ident}.pt"),
-                                                               Path(tmp) / f"{ident}_deconv.onnx", "deconv")
+                shipped_head = json.loads(paths["fp32.onnx"].with_name(paths["fp32.onnx"].name + ".json").read_text())
+                other = "subpixel" if shipped_head["architecture"]["head"] == "deconv" else "deconv"
+                paths[f"fp32.onnx ({other} head)"] = export_fp32(load_weights(WEIGHTS_DIR / f"{ident}.pt"),
+                                                                 Path(tmp) / f"{ident}_{other}.onnx", other)
             for size in SIZES:
                 for threads in (1, 2):
                     fps = {name: time_model(load_upscaler(path, threads).run, size, args.seconds)

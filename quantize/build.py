@@ -35,8 +35,11 @@ from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weight
 
 FORMATS = ("onnx", "tflite")
 EVAL_SETS = ("Set5", "Set14")
-# FP32 artifacts use the conv + depth_to_space head (benchmarks/artifacts.py times it against the 9x9
-# deconvolution); INT8 ones the split-ReLU form, which the INT8 runtimes run without float fallbacks.
+# FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): ONNX Runtime runs the
+# 9x9 ConvTranspose faster than conv + DepthToSpace; LiteRT's TRANSPOSE_CONV is the slow one there, and
+# TF's padding would shift it. INT8 artifacts use the split-ReLU form, which both INT8 runtimes run
+# without float fallbacks.
+FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
 
 
@@ -93,7 +96,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                 bar.set_postfix_str(step)
                 source = model if precision == "fp32" else tuned
                 target = out_dir / f"{ident}_{precision}.{'onnx' if fmt == 'onnx' else 'tflite'}"
-                head = "subpixel" if precision == "fp32" else "split-relu"
+                head = FP32_HEAD[fmt] if precision == "fp32" else "split-relu"
                 if fmt == "onnx":
                     if precision == "fp32":
                         onnx_export.export_fp32(source, target, head)
@@ -103,7 +106,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:
-                    form = "prelu" if precision == "fp32" else "split-relu"
+                    form = "prelu" if precision == "fp32" else "split-relu"  # PReLU form with the subpixel head
                     tflite_export.convert(source, target, precision, patches if precision == "int8" else None, form=form)
                     ops = tflite_export.op_report(target)
                 quality = score(target, pairs, scale)

@@ -43,7 +43,8 @@ def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel") -> Path:
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)
     tmp = _atomic_target(path)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # quiet the exporter's per-op chatter
+    for name in ("torch.onnx", "onnxscript"):  # quiet the exporter's per-op chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
