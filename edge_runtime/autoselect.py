@@ -18,14 +18,16 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-s
 
 def device_id() -> str:
     """CPU model, architecture and core count: what the measured fps depends on."""
-    model = platform.processor() or ""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "model\t", "hardware")):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
+    # x86: "model name"; a Raspberry Pi: "Model" (the board, e.g. "Raspberry Pi 5 Model B Rev 1.0").
+    model = fields.get("model name") or (fields.get("model") if not fields.get("model", "").isdigit() else "") \
+        or fields.get("hardware") or platform.processor()
     return f"{platform.machine()}|{model}|{os.cpu_count()}"
 
 
