@@ -197,6 +197,7 @@ def train(cfg: TrainConfig) -> float:
     if log:
         log.close()
     if distributed:
+        dist.barrier()  # rank 0 may still be validating; leave together so no rank tears gloo down early
         dist.destroy_process_group()
     return best
 
