@@ -106,3 +106,20 @@ def test_the_same_script_trains_under_torchrun_with_ddp(tiny_dataset, tmp_path):
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv"))]
     assert steps == [10, 20]
     assert load_weights(tmp_path / "w" / "fsrcnn-s_x2.pt", expect_scale=2)
+
+
+def test_ctrl_c_keeps_every_finished_step_for_resume(tiny_dataset, tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "training.train", "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset),
+         "--iters", "100000", "--eval-every", "100000", "--batch", "4", "--lr-patch", "8", "--threads", "1",
+         "--run-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "w")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resume with --resume" in err
+    state = torch.load(tmp_path / "runs" / "fsrcnn-s_x2" / "last.pt", weights_only=True)
+    assert state["step"] > 0

@@ -117,6 +117,13 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
     raise ValueError(f"--optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}")
 
 
+def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: float) -> None:
+    """runs/<id>/last.pt: weights, optimizer state, step and best PSNR, written atomically."""
+    tmp = run / "last.pt.tmp"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best}, tmp)
+    os.replace(tmp, run / "last.pt")
+
+
 def train(cfg: TrainConfig) -> float:
     preset(cfg.model, cfg.scale)  # reject a bad model/scale before loading any data
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -148,7 +155,7 @@ def train(cfg: TrainConfig) -> float:
         step, best = state["step"], state["best_psnr"]
         sampler.rng = np.random.default_rng(cfg.seed + rank + step)
         if is_main:
-            print(f"resumed {ident} at step {step}, best Set5 {best:.3f} dB")
+            print(f"resumed {ident} at step {step}, best {cfg.val_set} {best:.3f} dB")
     model.subpixel_head = True
     if cfg.init_from and step == 0 and is_main:
         # Fine-tuning must beat where it starts before it may overwrite the shipped weights.
@@ -165,34 +172,36 @@ def train(cfg: TrainConfig) -> float:
     start, running = time.time(), []
     bar = tqdm(total=cfg.iters, initial=step, desc=ident, disable=not is_main, unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 60)
-    while step < cfg.iters:
-        lr_now = cosine_lr(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now * group["lr_mult"]
-        lr_batch, hr_batch = (t.to(device) for t in sampler.batch(cfg.batch))
-        loss = torch.nn.functional.mse_loss(net(lr_batch), hr_batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        running.append(loss.item())
-        bar.update(1)
-        if is_main and (step % cfg.eval_every == 0 or step == cfg.iters):
-            val = validate(model, val_pairs, cfg.scale)
-            mean_loss = float(np.mean(running))
-            running = []
-            writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
-            log.flush()
-            if val > best:
-                best = val
-                save_weights(model, Path(cfg.out_dir) / f"{ident}.pt",
-                             {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                              "train_sets": cfg.train_sets, "init_from": cfg.init_from, "train_only": cfg.train_only})
-            tmp = run / "last.pt.tmp"
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "step": step, "best_psnr": best}, tmp)
-            os.replace(tmp, run / "last.pt")
-            bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
+    try:
+        while step < cfg.iters:
+            lr_now = cosine_lr(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now * group["lr_mult"]
+            lr_batch, hr_batch = (t.to(device) for t in sampler.batch(cfg.batch))
+            loss = torch.nn.functional.mse_loss(net(lr_batch), hr_batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running.append(loss.item())
+            bar.update(1)
+            if is_main and (step % cfg.eval_every == 0 or step == cfg.iters):
+                val = validate(model, val_pairs, cfg.scale)
+                mean_loss = float(np.mean(running))
+                running = []
+                writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
+                log.flush()
+                if val > best:
+                    best = val
+                    save_weights(model, Path(cfg.out_dir) / f"{ident}.pt",
+                                 {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
+                                  "train_sets": cfg.train_sets, "init_from": cfg.init_from, "train_only": cfg.train_only})
+                save_resume_point(run, model, optimizer, step, best)
+                bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
+    except KeyboardInterrupt:
+        if is_main:  # keep every finished step: --resume continues from here
+            save_resume_point(run, model, optimizer, step, best)
+        raise
     bar.close()
     if log:
         log.close()
