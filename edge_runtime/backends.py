@@ -99,6 +99,7 @@ class LiteRTUpscaler(Upscaler):
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.shape: tuple[int, int] | None = None
+        self.lut: np.ndarray | None = None
 
     def _prepare(self, h: int, w: int) -> None:
         if self.shape != (h, w):
@@ -107,6 +108,10 @@ class LiteRTUpscaler(Upscaler):
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
             self.shape = (h, w)
+            self.lut = None
+            if self.output["dtype"] != np.float32:  # quantized output -> uint8 pixel, once per model
+                info = np.iinfo(self.output["dtype"])
+                self.lut = to_uint8(self._dequantize(np.arange(info.min, info.max + 1)))
 
     def _invoke(self, y: np.ndarray) -> np.ndarray:
         self._prepare(*y.shape)
@@ -134,11 +139,9 @@ class LiteRTUpscaler(Upscaler):
 
     def upscale(self, y: np.ndarray) -> np.ndarray:
         out = self._invoke(y)
-        if self.output["dtype"] == np.float32:
+        if self.lut is None:
             return to_uint8(out * 255.0)
-        info = np.iinfo(self.output["dtype"])
-        lut = to_uint8(self._dequantize(np.arange(info.min, info.max + 1)))  # 256 entries
-        return lut[out.astype(np.int16) - info.min] if info.min else lut[out]
+        return self.lut[out.view(np.uint8) ^ 0x80] if out.dtype == np.int8 else self.lut[out]
 
 
 def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):
