@@ -17,20 +17,23 @@ from edge_runtime.metrics import imresize
 MARGIN = 0.25  # extra canvas on each side, the room the view pans in
 
 
-def render_scene(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A BGR test card of the given (HR) size."""
+def render_scene(width: int, height: int, scale: int = 2, seed: int = 0) -> np.ndarray:
+    """A BGR test card of the given (HR) size, its finest detail below the LR Nyquist limit for `scale`
+    (a camera's optics do that; aliased detail no upscaler can restore would only measure noise)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     img = np.empty((height, width, 3), np.float32)
     img[..., 0] = 90 + 80 * xx / width  # gradients
     img[..., 1] = 60 + 120 * yy / height
     img[..., 2] = 140 + 60 * np.sin(xx / 47.0) * np.cos(yy / 61.0)
-    texture = cv2.GaussianBlur(rng.normal(0, 30, (height, width)).astype(np.float32), (0, 0), 1.5)
+    texture = cv2.GaussianBlur(rng.normal(0, 30, (height, width)).astype(np.float32), (0, 0), 0.75 * scale)
     img += texture[..., None]
     cx, cy = width * 0.7, height * 0.35  # zone plate: every spatial frequency, every direction
-    r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / (min(width, height) * 0.25) ** 2
+    radius = min(width, height) * 0.25
+    r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / radius**2
     plate = r2 < 1
-    img[plate] = (128 + 100 * np.cos(120 * r2[plate]))[:, None]
+    top_frequency = 0.8 * np.pi / scale  # radians per HR pixel at the rim, 80% of the LR Nyquist limit
+    img[plate] = (128 + 100 * np.cos(top_frequency * radius / 2 * r2[plate]))[:, None]
     img = np.clip(img, 0, 255).astype(np.uint8)
     step = max(24, width // 24)
     for x in range(step, width // 2, step):  # hard-edged checker strip and lines
@@ -58,7 +61,7 @@ class DemoSource:
         self.size, self.scale, self.fps = size, scale, fps
         self.margin = (int(w * MARGIN), int(h * MARGIN))
         canvas_lr = (w + 2 * self.margin[0], h + 2 * self.margin[1])
-        self.hr = render_scene(canvas_lr[0] * scale, canvas_lr[1] * scale)
+        self.hr = render_scene(canvas_lr[0] * scale, canvas_lr[1] * scale, scale)
         self.lr = imresize(self.hr, 1.0 / scale)
         self.index = 0
 
