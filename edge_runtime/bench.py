@@ -15,7 +15,6 @@ from edge_runtime.autoselect import device_id
 from edge_runtime.cli import OneLineParser, parse_size, positive, write_json
 from edge_runtime.errors import BackendError, CliError
 from edge_runtime.demo import DemoSource
-from edge_runtime.frames import bgr_to_ycrcb
 from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, load_eval_set
 from edge_runtime.models import open_model, shipped
 from edge_runtime.opencv_peer import OpenCVSuperRes, peer_models
@@ -56,8 +55,7 @@ def quality_pairs(args, scale: int) -> dict:
     pairs = []
     for i in range(3):
         demo.index = i * 40
-        truth_y = bgr_to_ycrcb(demo.read().truth)[..., 0]
-        pairs.append((f"demo{i}", *degrade(truth_y, scale)))
+        pairs.append((f"demo{i}", *degrade(demo.read().truth_y, scale)))
     return {"demo": pairs}
 
 

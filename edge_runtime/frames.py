@@ -30,20 +30,23 @@ def ycrcb_to_bgr(ycrcb: np.ndarray) -> np.ndarray:
 @dataclass
 class Frame:
     """One captured frame. `chroma` is HxWx2 (Cr, Cb) at any size, or None for greyscale.
-    `truth` is the HR BGR image when the source knows it (the demo scene), for live PSNR."""
+    `truth` is the HR BGR image when the source knows it (the demo scene) and `truth_y` its Y plane,
+    for live PSNR."""
 
     y: np.ndarray
     chroma: np.ndarray | None
     index: int
     captured: float = field(default_factory=time.perf_counter)
     truth: np.ndarray | None = None
+    truth_y: np.ndarray | None = None
 
     @classmethod
-    def from_bgr(cls, bgr: np.ndarray, index: int, truth: np.ndarray | None = None) -> "Frame":
+    def from_bgr(cls, bgr: np.ndarray, index: int, truth: np.ndarray | None = None,
+                 truth_y: np.ndarray | None = None) -> "Frame":
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
         ycrcb = bgr_to_ycrcb(bgr)
-        return cls(y=ycrcb[..., 0], chroma=ycrcb[..., 1:], index=index, truth=truth)
+        return cls(y=ycrcb[..., 0], chroma=ycrcb[..., 1:], index=index, truth=truth, truth_y=truth_y)
 
     def to_bgr(self) -> np.ndarray:
         return compose(self.y, self.chroma)

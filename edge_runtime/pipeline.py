@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_runtime.frames import Frame, bgr_to_ycrcb, compose
+from edge_runtime.frames import Frame, compose
 from edge_runtime.metrics import psnr
 from edge_runtime.stats import StreamStats
 
@@ -107,8 +107,8 @@ class Pipeline:
             for sink in self.sinks:
                 sink.write(result, self.stats)
             scores = None
-            if self.live_psnr and frame.truth is not None:
-                truth_y = bgr_to_ycrcb(frame.truth)[..., 0]
+            if self.live_psnr and frame.truth_y is not None:
+                truth_y = frame.truth_y
                 h, w = truth_y.shape
                 bicubic = cv2.resize(frame.y, (w, h), interpolation=cv2.INTER_CUBIC)
                 scores = (psnr(sr_y, truth_y, self.scale), psnr(bicubic, truth_y, self.scale))

@@ -52,7 +52,7 @@ class LiveServer:
         self.token = token
         self.condition = threading.Condition()
         self.jpeg: bytes | None = None
-        self.status = "waiting for frames"
+        self.stats = None
         self.clients = 0
         self.closed = False
         try:
@@ -71,13 +71,12 @@ class LiveServer:
         return f"http://{host}:{port}/" + (f"?token={self.token}" if self.token else "")
 
     def write(self, result, stats) -> None:
-        status = stats.status_line()
         jpeg = None
         if self.clients:  # encode only while someone watches
             ok, buf = cv2.imencode(".jpg", side_by_side(result, stats.rolling_fps()), [cv2.IMWRITE_JPEG_QUALITY, 80])
             jpeg = buf.tobytes() if ok else None
         with self.condition:
-            self.status = status
+            self.stats = stats
             if jpeg:
                 self.jpeg = jpeg
             self.condition.notify_all()
@@ -119,8 +118,9 @@ class LiveServer:
                 if url.path == "/":
                     return self._send(200, PAGE.format(query=suffix).encode(), "text/html; charset=utf-8")
                 if url.path == "/stats.json":
-                    with server.condition:
-                        body = json.dumps({"status": server.status}).encode()
+                    stats = server.stats  # the status line is built when asked, not for every frame
+                    status = stats.status_line() if stats else "waiting for frames"
+                    body = json.dumps({"status": status}).encode()
                     return self._send(200, body, "application/json")
                 if url.path == "/stream.mjpg":
                     return self._stream()
