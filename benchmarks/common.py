@@ -1,7 +1,6 @@
 """Shared by the benchmark scripts: the machine record and a model-only timer."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.autoselect import device_id
+from edge_runtime.files import write_json
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -32,9 +32,4 @@ def time_model(run, size: tuple[int, int], seconds: float = 2.0, min_runs: int =
 
 
 def save(name: str, data: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(RESULTS / name, data)

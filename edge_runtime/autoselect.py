@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.errors import BackendError
+from edge_runtime.files import write_json
 from edge_runtime.models import Artifact, open_model
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-sr" / "auto.json"
@@ -69,10 +70,7 @@ def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, thread
     if not measured:
         raise BackendError("auto: no shipped model could be loaded on this device")
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, cache_path)
+        write_json(cache_path, cache, indent=1)
     except OSError:
         pass  # a read-only home only costs a re-measurement next time
     meeting = [m for m in measured if m[1] >= 1.25 * target_fps]

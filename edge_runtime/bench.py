@@ -12,8 +12,9 @@ from pathlib import Path
 
 from edge_runtime import __version__
 from edge_runtime.autoselect import device_id
-from edge_runtime.cli import OneLineParser, parse_size, positive, write_json
+from edge_runtime.cli import OneLineParser, parse_size, positive
 from edge_runtime.errors import BackendError, CliError
+from edge_runtime.files import write_atomic, write_json
 from edge_runtime.demo import DemoSource
 from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, load_eval_set
 from edge_runtime.models import open_model, shipped
@@ -116,11 +117,8 @@ def bench_main(argv: list[str]) -> int:
               "seconds_per_config": args.seconds, "quality_source": args.data_dir or "demo scene",
               "elapsed_s": round(time.time() - started, 1), "results": entries}
     out = Path(args.out)
-    write_json(str(out / "report.json"), report)
-    html = out / "report.html"
-    tmp = html.with_name(".report.html.tmp")
-    tmp.write_text(render_html(report))
-    os.replace(tmp, html)
+    write_json(out / "report.json", report)
+    html = write_atomic(out / "report.html", render_html(report))
     passed = sum(r.startswith("PASS") for r in rows)
     print(f"{passed}/{len(rows)} configurations hold {args.target_fps:g} fps; report: {out / 'report.json'}, {html}")
     return 0

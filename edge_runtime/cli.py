@@ -5,7 +5,6 @@ Bad input ends with one `edge-sr: error: ...` line and exit status 2, never a tr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from edge_runtime import __version__
 from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import CliError, EdgeSRError
+from edge_runtime.files import write_json
 from edge_runtime.models import PRECISIONS, open_model, resolve
 
 EXAMPLES = """examples:
@@ -130,14 +130,6 @@ def _fastest_default(candidates):
     """A family with no precision/backend given: INT8 on LiteRT, the form the benchmarks ship as fastest."""
     order = {("int8", "litert"): 0, ("int8", "onnxruntime"): 1, ("fp32", "onnxruntime"): 2, ("fp32", "litert"): 3}
     return min(candidates, key=lambda a: order.get((a.precision, a.backend), 9))
-
-
-def write_json(path: str, data: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, target)
 
 
 def stream(argv: list[str]) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from edge_runtime.backends import load_upscaler
 from edge_runtime.errors import BackendError
+from edge_runtime.files import write_json
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export
@@ -130,10 +130,7 @@ def record(results: Path, ident: str, made: dict) -> None:
     write, so builds of different models can run side by side)."""
     data = json.loads(results.read_text()) if results.is_file() else {}
     data[ident] = {**data.get(ident, {}), **made}
-    results.parent.mkdir(parents=True, exist_ok=True)
-    tmp = results.with_name(f".{results.name}.{ident}.tmp")
-    tmp.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
-    os.replace(tmp, results)
+    write_json(results, dict(sorted(data.items())))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime.backends import LiteRTUpscaler, OnnxUpscaler
+from edge_runtime.files import write_json
 from training.model import FSRCNN, count_parameters, macs_per_lr_pixel
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "ai-edge-litert", "numpy")
@@ -77,8 +76,4 @@ def write_card(artifact: Path, model: FSRCNN, *, precision: str, head: str, qual
         "tools": tool_versions(),
         **(extra or {}),
     }
-    path = artifact.with_name(artifact.name + ".json")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(artifact.with_name(artifact.name + ".json"), card)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.files import write_atomic
 from training.model import FSRCNN, deconv_to_subpixel, split_relu_layers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -84,11 +85,7 @@ def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | Non
         elif precision != "fp32":
             raise ValueError(f"precision must be fp32 or int8, not {precision!r}")
         flatbuffer = converter.convert()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(flatbuffer)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, flatbuffer)
 
 
 def op_report(path: Path) -> dict:

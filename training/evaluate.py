@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edge_runtime.files import write_atomic, write_json
 from edge_runtime.metrics import bicubic_upscale, evaluate_set, load_eval_set
 from training.data import DataError, resolve_data_dir, set_folder
 from training.model import PRESETS, SCALES, CheckpointError, load_weights, model_id
@@ -78,13 +77,6 @@ def markdown_table(result: dict, sets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="*", type=Path, help="weights files (default: every shipped one)")
@@ -105,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(result, args.sets)
     print(table, end="")
     if args.json:
-        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     if args.markdown:
         write_atomic(args.markdown, table)
     return 0

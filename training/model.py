@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_runtime.files import write_json
+
 DECONV_KERNEL = 9
 DECONV_PAD = DECONV_KERNEL // 2
 
@@ -246,9 +248,7 @@ def save_weights(model: FSRCNN, path, extra: dict | None = None) -> None:
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, path)
     meta = {"config": model.config.to_dict(), **(extra or {})}
-    tmp_json = path.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_json, path.with_suffix(".json"))
+    write_json(path.with_suffix(".json"), meta)
 
 
 def load_weights(path, expect_scale: int | None = None) -> FSRCNN:
