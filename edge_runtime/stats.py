@@ -21,7 +21,7 @@ class StreamStats:
         self.lock = threading.Lock()
         self.frames = 0
         self.dropped = 0
-        self.first_out: float | None = None
+        self.first_captured: float | None = None
         self.last_out: float | None = None
         self.out_times: deque[float] = deque(maxlen=WINDOW)
         self.latency_ms: deque[float] = deque(maxlen=WINDOW)
@@ -42,7 +42,7 @@ class StreamStats:
         now = time.perf_counter()
         with self.lock:
             self.frames += 1
-            self.first_out = self.first_out or now
+            self.first_captured = min(captured, self.first_captured or captured)
             self.last_out = now
             self.out_times.append(now)
             self.latency_ms.append((now - captured) * 1000)
@@ -63,10 +63,12 @@ class StreamStats:
             return (len(recent) - 1) / (recent[-1] - recent[0])
 
     def mean_fps(self) -> float:
+        """Frames out per second from the first capture to the last output: a short run's queue filling
+        and draining cannot inflate it."""
         with self.lock:
-            if self.frames < 2 or self.last_out == self.first_out:
+            if not self.frames or self.last_out == self.first_captured:
                 return 0.0
-            return (self.frames - 1) / (self.last_out - self.first_out)
+            return self.frames / (self.last_out - self.first_captured)
 
     def verdict(self, fps: float) -> str:
         return "PASS" if fps >= self.target_fps else "FAIL"
