@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PEERS ?= ../shared/peers/opencv_dnn_superres
 
 .PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
-        wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi clean
+        wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi standin-pi clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,7 @@ WHEELHOUSE ?= build/wheelhouse-aarch64
 PI_PLATFORM ?= aarch64
 ANSIBLE := $(VENV)/bin/ansible-playbook
 PI_INVENTORY := build/inventory-pi.ini
+REPORTS ?= reports
 
 wheelhouse: $(STAMP)
 	PYTHON=$(PY) deploy/build_wheelhouse.sh $(WHEELHOUSE) $(PI_PLATFORM)
@@ -91,7 +92,7 @@ deploy-pi: wheelhouse $(PI_INVENTORY)
 	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/deploy.yml -e wheelhouse=$(abspath $(WHEELHOUSE))
 
 pi-report: $(PI_INVENTORY)
-	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/report.yml -e reports_dir=$(abspath reports)
+	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/report.yml -e reports_dir=$(abspath $(REPORTS))
 
 undeploy-pi: $(PI_INVENTORY)
 	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/undeploy.yml
@@ -99,8 +100,14 @@ undeploy-pi: $(PI_INVENTORY)
 deploy-fleet: wheelhouse
 	@test -n "$(INVENTORY)" || { echo "usage: make deploy-fleet INVENTORY=hosts.ini" >&2; exit 2; }
 	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/deploy.yml -e wheelhouse=$(abspath $(WHEELHOUSE))
-	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/report.yml -e reports_dir=$(abspath reports)
-	$(PY) deploy/fleet_table.py reports
+	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/report.yml -e reports_dir=$(abspath $(REPORTS))
+	$(PY) deploy/fleet_table.py $(REPORTS)
+
+# An emulated arm64 Pi on this machine (root; deploy/standin_pi.py): boots until Ctrl-C and prints the
+# PI=... PI_VARS=... to deploy to it. CPU=cortex-a76 for a Pi 5.
+CPU ?= cortex-a72
+standin-pi:
+	$(PYTHON) deploy/standin_pi.py up --cpu $(CPU)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -15,9 +15,11 @@ export SOURCE_DATE_EPOCH=315532800  # reproducible wheel: same sources, same byt
 if [ "$platform" = host ]; then
   "$py" -m pip download --quiet --only-binary=:all: -d "$out" -r "$here/pi-requirements.txt"
 else
+  # pip takes --platform tags literally: list every manylinux tag Bookworm's glibc 2.36 runs.
+  tags=(--platform manylinux2014_aarch64)
+  for minor in $(seq 17 36); do tags+=(--platform "manylinux_2_${minor}_aarch64"); done
   "$py" -m pip download --quiet --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 \
-    --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
-    -d "$out" -r "$here/pi-requirements.txt"
+    "${tags[@]}" -d "$out" -r "$here/pi-requirements.txt"
 fi
 cp "$here/pi-requirements.txt" "$out/"
 # The release id: a hash of everything that would be installed, so an unchanged deploy is a no-op.
