@@ -20,7 +20,7 @@ from benchmarks.common import machine, save  # noqa: E402
 from edge_runtime.backends import Upscaler  # noqa: E402
 from edge_runtime.demo import DemoSource  # noqa: E402
 from edge_runtime.metrics import evaluate_set, load_eval_set  # noqa: E402
-from edge_runtime.models import find, open_model  # noqa: E402
+from edge_runtime.models import find, open_workers  # noqa: E402
 from edge_runtime.opencv_peer import OpenCVSuperRes  # noqa: E402
 from edge_runtime.pipeline import Pipeline  # noqa: E402
 from edge_runtime.stats import StreamStats  # noqa: E402
@@ -42,9 +42,9 @@ class Bicubic(Upscaler):
         return self.upscale(y).astype(np.float64)
 
 
-def stream(upscaler, size, seconds, demos) -> dict:
+def stream(upscalers, size, seconds, demos) -> dict:
     demos.setdefault(size, DemoSource(size, 2))
-    summary = Pipeline(demos[size], upscaler, 2, [], StreamStats(24), seconds=seconds, status=None, live_psnr=False).run()
+    summary = Pipeline(demos[size], upscalers, 2, [], StreamStats(24), seconds=seconds, status=None, live_psnr=False).run()
     return {"fps": summary["fps"], "stage_ms": {k: v.get("mean") for k, v in summary["stage_ms"].items()}}
 
 
@@ -59,15 +59,20 @@ def main() -> int:
     pairs = load_eval_set(Path(args.data_dir) / "Set5", 2)
     demos, rows = {}, []
     for family, peer_name, size, goal in TARGETS:
-        contenders = {"bicubic (OpenCV)": Bicubic(2),
-                      f"OpenCV dnn {peer_name}": OpenCVSuperRes(Path(args.opencv_models) / f"{peer_name}_x2.pb", args.threads)}
+        contenders = {"bicubic (OpenCV)": [Bicubic(2)],
+                      f"OpenCV dnn {peer_name}": [OpenCVSuperRes(Path(args.opencv_models) / f"{peer_name}_x2.pb", args.threads)]}
         for artifact in find(family, 2, None, None):
-            contenders[artifact.name] = open_model(artifact.path, 2, args.threads, artifact.backend)
-        results = {}
-        for name, upscaler in contenders.items():
-            results[name] = {**stream(upscaler, size, args.seconds, demos),
-                             "set5_psnr": round(evaluate_set(upscaler.run, pairs, 2)["psnr"], 3)}
-            print(f"{family} {size[0]}x{size[1]}  {name:28s} {results[name]['fps']:6.1f} fps  "
+            contenders[artifact.name] = open_workers(artifact.path, 2, args.threads, 1, artifact.backend)
+            contenders[f"{artifact.name}, {args.threads} workers"] = open_workers(
+                artifact.path, 2, args.threads, args.threads, artifact.backend)
+        results, quality = {}, {}
+        for name, upscalers in contenders.items():
+            model = name.split(",")[0]
+            if model not in quality:
+                quality[model] = round(evaluate_set(upscalers[0].run, pairs, 2)["psnr"], 3)
+            results[name] = {**stream(upscalers, size, args.seconds, demos), "workers": len(upscalers),
+                             "set5_psnr": quality[model]}
+            print(f"{family} {size[0]}x{size[1]}  {name:38s} {results[name]['fps']:6.1f} fps  "
                   f"Set5 {results[name]['set5_psnr']:.2f}", flush=True)
         peer = results[f"OpenCV dnn {peer_name}"]["fps"]
         fp32_onnx = results.get(f"{family}_x2_fp32.onnx", {}).get("fps")

@@ -17,7 +17,7 @@ from edge_runtime.errors import BackendError, CliError
 from edge_runtime.files import write_atomic, write_json
 from edge_runtime.demo import DemoSource
 from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, load_eval_set
-from edge_runtime.models import open_model, shipped
+from edge_runtime.models import default_workers, open_workers, shipped
 from edge_runtime.opencv_peer import OpenCVSuperRes, peer_models
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.report_html import render_html
@@ -60,12 +60,12 @@ def quality_pairs(args, scale: int) -> dict:
     return {"demo": pairs}
 
 
-def stream_fps(upscaler, size, scale: int, seconds: float, target: float, demos: dict) -> dict:
+def stream_fps(upscalers: list, size, scale: int, seconds: float, target: float, demos: dict) -> dict:
     key = (size, scale)
     if key not in demos:
         demos[key] = DemoSource(size, scale)
     stats = StreamStats(target)
-    summary = Pipeline(demos[key], upscaler, scale, [], stats, seconds=seconds, status=None, live_psnr=False).run()
+    summary = Pipeline(demos[key], upscalers, scale, [], stats, seconds=seconds, status=None, live_psnr=False).run()
     return {"fps": summary["fps"], "verdict": summary["verdict"], "frames": summary["frames"],
             "stage_ms": {k: v.get("mean") for k, v in summary["stage_ms"].items()},
             "latency_p50_ms": summary["latency_ms"].get("p50")}
@@ -92,8 +92,9 @@ def bench_main(argv: list[str]) -> int:
         bicubic = {name: evaluate_set(lambda lr: bicubic_upscale(lr, scale), p, scale) for name, p in pairs.items()}
         for name, family, precision, backend, path, kind in contenders:
             try:
-                make = (lambda t: OpenCVSuperRes(path, t)) if kind == "opencv" else (lambda t: open_model(path, scale, t, backend))
-                quality_runner = make(max(args.threads))
+                make = ((lambda t: [OpenCVSuperRes(path, t)]) if kind == "opencv" else
+                        (lambda t: open_workers(path, scale, t, default_workers(t, backend), backend)))
+                quality_runner = make(max(args.threads))[0]
             except BackendError as err:
                 print(f"skip {name}: {err}")
                 continue

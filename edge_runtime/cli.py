@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from edge_runtime import __version__
-from edge_runtime.backends import BACKENDS
+from edge_runtime.backends import BACKENDS, backend_for
 from edge_runtime.errors import CliError, EdgeSRError
 from edge_runtime.files import write_json
-from edge_runtime.models import PRECISIONS, open_model, resolve
+from edge_runtime.models import PRECISIONS, default_workers, open_workers, resolve
 
 EXAMPLES = """examples:
   edge-sr --demo --seconds 5                 built-in scene, live PSNR against its ground truth
@@ -77,6 +77,9 @@ def stream_parser() -> argparse.ArgumentParser:
     m.add_argument("--precision", choices=PRECISIONS)
     m.add_argument("--backend", choices=BACKENDS)
     m.add_argument("--threads", type=positive(int), default=os.cpu_count() or 1)
+    m.add_argument("--workers", type=positive(int),
+                   help="SR workers, each with its own interpreter on threads/workers cores, taking frames in "
+                        "turn (default: one per thread on LiteRT, one on ONNX Runtime)")
     run = p.add_argument_group("stream")
     run.add_argument("--size", type=parse_size, help="frame size WxH (camera request; resize for files)")
     run.add_argument("--target-fps", type=positive(float), default=24.0)
@@ -110,20 +113,23 @@ def open_source(args):
 
 
 def pick_model(args, size: tuple[int, int], log):
-    """(upscaler, description) for the CLI's model choice."""
+    """(SR workers' upscalers, description) for the CLI's model choice."""
     from edge_runtime.autoselect import choose
 
     choice = resolve(args.model, args.scale, args.precision, args.backend)
     if isinstance(choice, Path):
-        return open_model(choice, args.scale, args.threads, args.backend), {"model": str(choice)}
+        backend = args.backend or backend_for(choice)
+        workers = args.workers or default_workers(args.threads, backend)
+        return open_workers(choice, args.scale, args.threads, workers, backend), {"model": str(choice), "workers": workers}
     if args.model == "auto":
         artifact, fps = choose(choice, size, args.scale, args.threads, args.target_fps, log=log)
         log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB)")
     else:
         artifact = choice[0] if args.precision or args.backend else _fastest_default(choice)
-    upscaler = open_model(artifact.path, args.scale, args.threads, artifact.backend)
-    return upscaler, {"model": artifact.name, "family": artifact.family, "precision": artifact.precision,
-                      "backend": artifact.backend, "set5_psnr": artifact.set5_psnr()}
+    workers = args.workers or default_workers(args.threads, artifact.backend)
+    upscalers = open_workers(artifact.path, args.scale, args.threads, workers, artifact.backend)
+    return upscalers, {"model": artifact.name, "family": artifact.family, "precision": artifact.precision,
+                       "backend": artifact.backend, "workers": len(upscalers), "set5_psnr": artifact.set5_psnr()}
 
 
 def _fastest_default(candidates):
@@ -147,7 +153,7 @@ def stream(argv: list[str]) -> int:
     sinks = []
     try:
         size = source.size
-        upscaler, info = pick_model(args, size, log)
+        upscalers, info = pick_model(args, size, log)
         if args.output:
             sinks.append(VideoFileSink(args.output, getattr(source, "fps", 30.0)))
         if args.display:
@@ -159,7 +165,7 @@ def stream(argv: list[str]) -> int:
             sinks.append(server)
             log(f"live page: {server.url}")
         stats = StreamStats(args.target_fps)
-        pipeline = Pipeline(source, upscaler, args.scale, sinks, stats, args.frames, args.seconds,
+        pipeline = Pipeline(source, upscalers, args.scale, sinks, stats, args.frames, args.seconds,
                             status=None if args.quiet else sys.stderr)
         summary = pipeline.run()
         complete = True

@@ -96,3 +96,17 @@ def open_model(path: Path, scale: int, threads: int, backend: str | None = None)
     upscaler = load_upscaler(path, threads, backend)
     check_scale(upscaler, path, scale)
     return upscaler
+
+
+def default_workers(threads: int, backend: str) -> int:
+    """LiteRT: one single-threaded worker per core; ONNX Runtime: one worker on every core. Chosen by
+    benchmarks/stream_targets.py (results/stream_targets.json)."""
+    return threads if backend == "litert" else 1
+
+
+def open_workers(path: Path, scale: int, threads: int, workers: int, backend: str | None = None) -> list:
+    """`workers` interpreters sharing `threads` cores, for the pipeline's SR workers. Several
+    single-threaded workers on alternate frames beat one multi-threaded interpreter when capture and
+    output take cores too: nothing waits for a straggling thread (benchmarks/stream_targets.py)."""
+    workers = max(1, min(workers, threads))
+    return [open_model(path, scale, max(1, threads // workers), backend) for _ in range(workers)]

@@ -1,8 +1,9 @@
-"""Capture -> SR -> output in three threads joined by bounded queues.
+"""Capture -> SR -> output in threads joined by bounded queues.
 
 ONNX Runtime and LiteRT release the GIL while they compute, so capture and output overlap
-the model. A live camera drops its oldest waiting frame rather than build latency; a file
-or the demo never drops (capture simply waits).
+the model. SR may run in several workers, each with its own interpreter, taking frames in turn;
+the output puts them back in order. A live camera drops its oldest waiting frame rather than build
+latency; a file or the demo never drops (capture simply waits).
 """
 from __future__ import annotations
 
@@ -31,14 +32,17 @@ class Result:
 
 
 class Pipeline:
-    def __init__(self, source, upscaler, scale: int, sinks: list, stats: StreamStats,
+    def __init__(self, source, upscalers: list, scale: int, sinks: list, stats: StreamStats,
                  max_frames: int | None = None, seconds: float | None = None, status=sys.stderr,
                  live_psnr: bool = True):
-        self.source, self.upscaler, self.scale, self.sinks, self.stats = source, upscaler, scale, sinks, stats
+        """`upscalers`: one per SR worker (see models.open_workers)."""
+        self.source, self.upscalers, self.scale, self.sinks, self.stats = source, upscalers, scale, sinks, stats
         self.live_psnr = live_psnr
         self.max_frames, self.seconds, self.status = max_frames, seconds, status
         self.inbox: queue.Queue = queue.Queue(maxsize=2)
         self.outbox: queue.Queue = queue.Queue(maxsize=4)
+        self.taking = threading.Lock()  # frames get their output order as workers take them
+        self.taken = 0
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -85,40 +89,54 @@ class Pipeline:
             count += 1
         self._put(self.inbox, _END, droppable=False)
 
-    def _upscale(self) -> None:
+    def _upscale(self, upscaler) -> None:
         while True:
-            frame = self._get(self.inbox)
+            with self.taking:
+                frame, order = self._get(self.inbox), self.taken
+                self.taken += 1
             if frame is _END:
+                self._put(self.inbox, _END, droppable=False)  # the other workers end too
+                self._put(self.outbox, (order, _END, None), droppable=False)
                 break
             t0 = time.perf_counter()
-            sr_y = self.upscaler.upscale(frame.y)
+            sr_y = upscaler.upscale(frame.y)
             self.stats.stage("sr", (time.perf_counter() - t0) * 1000)
-            self._put(self.outbox, (frame, sr_y), droppable=False)
-        self._put(self.outbox, _END, droppable=False)
+            self._put(self.outbox, (order, frame, sr_y), droppable=False)
 
     def _output(self) -> None:
+        waiting, due = {}, 0
         while True:
             item = self._get(self.outbox)
-            if item is _END:
-                break
-            frame, sr_y = item
-            t0 = time.perf_counter()
-            result = Result(frame, sr_y, compose(sr_y, frame.chroma), self.scale)
-            for sink in self.sinks:
-                sink.write(result, self.stats)
-            scores = None
-            if self.live_psnr and frame.truth_y is not None:
-                truth_y = frame.truth_y
-                h, w = truth_y.shape
-                bicubic = cv2.resize(frame.y, (w, h), interpolation=cv2.INTER_CUBIC)
-                scores = (psnr(sr_y, truth_y, self.scale), psnr(bicubic, truth_y, self.scale))
-            self.stats.stage("output", (time.perf_counter() - t0) * 1000)
-            self.stats.frame_out(frame.captured, scores)
+            if item is _END:  # stopped
+                return
+            order, frame, sr_y = item
+            waiting[order] = (frame, sr_y)
+            while due in waiting:
+                frame, sr_y = waiting.pop(due)
+                due += 1
+                if frame is _END:
+                    return
+                self._emit(frame, sr_y)
+
+    def _emit(self, frame: Frame, sr_y: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        result = Result(frame, sr_y, compose(sr_y, frame.chroma), self.scale)
+        for sink in self.sinks:
+            sink.write(result, self.stats)
+        scores = None
+        if self.live_psnr and frame.truth_y is not None:
+            truth_y = frame.truth_y
+            h, w = truth_y.shape
+            bicubic = cv2.resize(frame.y, (w, h), interpolation=cv2.INTER_CUBIC)
+            scores = (psnr(sr_y, truth_y, self.scale), psnr(bicubic, truth_y, self.scale))
+        self.stats.stage("output", (time.perf_counter() - t0) * 1000)
+        self.stats.frame_out(frame.captured, scores)
 
     def run(self) -> dict:
         """Stream until the source ends, the frame/second limit, Ctrl-C or an error; returns the summary."""
-        threads = [threading.Thread(target=self._guard(fn), name=fn.__name__, daemon=True)
-                   for fn in (self._capture, self._upscale, self._output)]
+        workers = [lambda u=u: self._upscale(u) for u in self.upscalers]
+        threads = [threading.Thread(target=self._guard(fn), daemon=True)
+                   for fn in (self._capture, *workers, self._output)]
         start = time.monotonic()
         for t in threads:
             t.start()

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -41,25 +42,32 @@ EVAL_SETS = ("Set5", "Set14")
 # without float fallbacks.
 FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
+# Bumped when QAT or its calibration changes, so cached QAT weights are retrained: 3 = channel balance,
+# activation ranges from the export's calibration patches, input range [0, 1].
+QAT_RECIPE = 3
 
 
 class BuildError(Exception):
     pass
 
 
-def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, iters: int) -> FSRCNN:
-    """The quantization-aware copy, reused while it was made from this very checkpoint."""
+def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, patches: np.ndarray,
+                iters: int) -> tuple[FSRCNN, list[torch.Tensor]]:
+    """The quantization-aware copy and its channel gains, reused while made from this very checkpoint
+    by this recipe."""
     path = checkpoint.with_name(f"{ident}_qat.pt")
     meta_path = path.with_suffix(".json")
     digest = sha256(checkpoint)
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters:
-            return load_weights(path)
-    tuned, sim_psnr = quant_aware_finetune(model, data_dir, iters=iters, desc=f"{ident} QAT")
+        if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE:
+            return load_weights(path), [torch.tensor(gains) for gains in meta["balance"]]
+    tuned, sim_psnr, balance = quant_aware_finetune(model, data_dir, patches, iters=iters, desc=f"{ident} QAT")
     save_weights(tuned, path, {"qat_from": checkpoint.name, "qat_from_sha256": digest, "qat_iters": iters,
-                               "simulated_int8_set5_psnr": round(sim_psnr, 4)})
-    return tuned
+                               "qat_recipe": QAT_RECIPE,
+                               "simulated_int8_set5_psnr": round(sim_psnr, 4),
+                               "balance": [gains.tolist() for gains in balance]})
+    return tuned, balance
 
 
 def score(path: Path, pairs: dict, scale: int) -> dict:
@@ -86,10 +94,11 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         patches = calibration_patches(data_dir, scale, CALIBRATION["patches"], CALIBRATION["lr_patch"])
         bar.update(1)
         step = "QAT"
-        tuned = qat_weights(model, ident, checkpoint, data_dir, qat_iters)
+        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters)
         bar.update(1)
         made = {}
-        common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "weights": f"{ident}_qat.pt"}}
+        common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "weights": f"{ident}_qat.pt",
+                                                      "channel_balance": f"{ident}_qat.json"}}
         for fmt in formats:
             for precision in ("fp32", "int8"):
                 step = f"{fmt} {precision}"
@@ -102,12 +111,13 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                         onnx_export.export_fp32(source, target, head)
                     else:
                         with tempfile.TemporaryDirectory() as tmp:
-                            fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head)
+                            fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head, balance)
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:
                     form = "prelu" if precision == "fp32" else "split-relu"  # PReLU form with the subpixel head
-                    tflite_export.convert(source, target, precision, patches if precision == "int8" else None, form=form)
+                    tflite_export.convert(source, target, precision, patches if precision == "int8" else None, form=form,
+                                          balance=balance if precision == "int8" else None)
                     ops = tflite_export.op_report(target)
                 quality = score(target, pairs, scale)
                 extra = {"ops": ops, **(common if precision == "int8" else {})}

@@ -19,7 +19,7 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 HEADS = ("deconv", "subpixel", "split-relu")
 
 
-def deployable(model: FSRCNN, head: str) -> torch.nn.Module:
+def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None) -> torch.nn.Module:
     """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
     or that with every PReLU split into ReLUs (the INT8 form, training.model.split_relu_layers)."""
     if head == "deconv":
@@ -27,7 +27,7 @@ def deployable(model: FSRCNN, head: str) -> torch.nn.Module:
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
     if head == "split-relu":
-        return FSRCNNSplitReLU(model).eval()
+        return FSRCNNSplitReLU(model, balance).eval()
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
@@ -36,9 +36,10 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel") -> Path:
-    """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded."""
-    module = deployable(model, head)
+def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None) -> Path:
+    """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded
+    (`balance`: the split-relu form's channel gains, see training.model.split_relu_layers)."""
+    module = deployable(model, head, balance)
     example = torch.rand(1, 1, 32, 40)
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)

@@ -22,12 +22,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation chatter
 
 
-def tf_function(model: FSRCNN, form: str = "prelu"):
+def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
     form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
     form (Keras') the converter fuses into a PRELU op. form "split-relu": every layer conv + ReLU
-    (training.model.split_relu_layers), the form XNNPACK runs as one INT8 graph.
+    (training.model.split_relu_layers, with its channel gains `balance`), the form XNNPACK runs as
+    one INT8 graph.
     """
     import tensorflow as tf
 
@@ -42,7 +43,7 @@ def tf_function(model: FSRCNN, form: str = "prelu"):
                   for c, p in zip(layers[0::2], layers[1::2])]
         head = const(*deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))
     elif form == "split-relu":
-        *body, head = [const(w, b) for w, b in split_relu_layers(model)]
+        *body, head = [const(w, b) for w, b in split_relu_layers(model, balance)]
         stages = [(params, None) for params in body]
     else:
         raise ValueError(f"form must be prelu or split-relu, not {form!r}")
@@ -59,13 +60,13 @@ def tf_function(model: FSRCNN, form: str = "prelu"):
 
 
 def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | None = None,
-            io_dtype: str = "uint8", form: str | None = None) -> Path:
+            io_dtype: str = "uint8", form: str | None = None, balance: list | None = None) -> Path:
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
     calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
     for FP32 (fastest under XNNPACK) and split ReLU for INT8 (one XNNPACK INT8 graph)."""
     import tensorflow as tf
 
-    serve = tf_function(model, form or ("split-relu" if precision == "int8" else "prelu"))
+    serve = tf_function(model, form or ("split-relu" if precision == "int8" else "prelu"), balance)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from training.model import (
-    PRESETS, SCALES, CheckpointError, FSRCNN, FSRCNNSplitReLU, FSRCNNSubpixel, load_weights,
+    PRESETS, SCALES, CheckpointError, FSRCNN, FSRCNNSplitReLU, FSRCNNSubpixel, load_weights, split_relu_layers,
     macs_per_lr_pixel, preset, save_weights, subpixel_kernel_size,
 )
 
@@ -47,6 +47,9 @@ def test_split_relu_int8_form_equals_the_prelu_model(name, scale):
         assert all(isinstance(m, torch.nn.Conv2d) for m in split.convs)
         reference = model(x)
         assert (split(x) - reference).abs().max() / reference.abs().max() < 1e-5
+        gains = [torch.empty(w.shape[0]).uniform_(0.2, 5) for w, _ in split_relu_layers(model)[:-1]]
+        balanced = FSRCNNSplitReLU(model, gains)  # every hidden channel rescaled: still the same function
+        assert (balanced(x) - reference).abs().max() / reference.abs().max() < 1e-5
 
 
 def test_subpixel_training_path_gives_the_deconvolution_the_same_gradients():

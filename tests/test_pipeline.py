@@ -1,4 +1,5 @@
-"""The stream pipeline on real models: drops only for live sources, flat memory, auto selection."""
+"""The stream pipeline on real models: drops only for live sources, frame order with several SR
+workers, flat memory, auto selection."""
 import json
 
 import pytest
@@ -10,11 +11,24 @@ from edge_runtime.pipeline import Pipeline
 from edge_runtime.stats import StreamStats
 
 
-def model(scale=2, precision="int8", backend="onnxruntime"):
-    candidates = find("fsrcnn-s", scale, precision, backend)
+def model(scale=2, precision="int8", backend="onnxruntime", family="fsrcnn-s"):
+    candidates = find(family, scale, precision, backend)
     if not candidates:
-        pytest.skip("fsrcnn-s INT8 ONNX not shipped")
+        pytest.skip(f"{family} {precision} {backend} not shipped")
     return open_model(candidates[0].path, scale, threads=1)
+
+
+class Recorder:
+    """A sink that keeps the index of every frame it is given."""
+
+    def __init__(self):
+        self.indices = []
+
+    def write(self, result, stats):
+        self.indices.append(result.frame.index)
+
+    def close(self, complete):
+        pass
 
 
 class LiveDemo(DemoSource):
@@ -24,14 +38,23 @@ class LiveDemo(DemoSource):
 
 def test_a_file_like_source_never_drops_frames():
     stats = StreamStats(24)
-    summary = Pipeline(DemoSource((96, 64), 2), model(), 2, [], stats, max_frames=40, status=None).run()
+    summary = Pipeline(DemoSource((96, 64), 2), [model()], 2, [], stats, max_frames=40, status=None).run()
     assert summary["frames"] == 40 and summary["dropped"] == 0
+
+
+def test_several_sr_workers_deliver_every_frame_in_capture_order():
+    slow, fast = model(family="fsrcnn", backend="litert"), model(backend="litert")  # they finish out of turn
+    sink = Recorder()
+    summary = Pipeline(DemoSource((96, 64), 2), [slow, fast, model()], 2, [sink], StreamStats(24),
+                       max_frames=60, status=None).run()
+    assert summary["frames"] == 60
+    assert sink.indices == sorted(set(sink.indices)) and len(sink.indices) == 60
 
 
 def test_a_live_source_drops_stale_frames_instead_of_building_latency():
     stats = StreamStats(24)
     source = LiveDemo((320, 240), 2)
-    summary = Pipeline(source, model(), 2, [], stats, max_frames=120, status=None, live_psnr=False).run()
+    summary = Pipeline(source, [model()], 2, [], stats, max_frames=120, status=None, live_psnr=False).run()
     assert summary["dropped"] > 0
     assert summary["frames"] + summary["dropped"] <= 120
 
@@ -44,11 +67,11 @@ def rss_mb() -> float:
 
 
 def test_memory_stays_flat_over_thousands_of_frames():
-    upscaler = model()
+    upscalers = [model(), model()]
     source = DemoSource((48, 32), 2)
-    Pipeline(source, upscaler, 2, [], StreamStats(24), max_frames=300, status=None).run()
+    Pipeline(source, upscalers, 2, [], StreamStats(24), max_frames=300, status=None).run()
     before = rss_mb()
-    summary = Pipeline(source, upscaler, 2, [], StreamStats(24), max_frames=3000, status=None).run()
+    summary = Pipeline(source, upscalers, 2, [], StreamStats(24), max_frames=3000, status=None).run()
     assert summary["frames"] == 3000
     assert rss_mb() - before < 15
 

@@ -166,7 +166,7 @@ class FSRCNNSubpixel(nn.Module):
         return self.head(self.body(x))
 
 
-def split_relu_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def split_relu_layers(model: FSRCNN, balance: list[torch.Tensor] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight, bias) of each conv of the INT8 deployment form, computed (differentiably) from `model`.
 
     PReLU(z) = relu(z) - alpha * relu(-z). So each conv emits [z, -z] (weights stacked with their
@@ -174,6 +174,11 @@ def split_relu_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
     [W, -W * alpha]. The last entry is the conv + depth_to_space head. Exact in FP32; every layer
     becomes conv + ReLU, which INT8 runtimes fuse, where a per-channel PReLU stays float (ONNX
     Runtime) or splits the XNNPACK graph (LiteRT).
+
+    `balance` (one positive vector per hidden layer) multiplies each hidden channel's conv by a
+    gain and divides the next conv's weights for that channel by it: exact, since ReLU commutes
+    with a positive scale. INT8 activations share one scale per tensor; gains that give every
+    channel the same range let that one scale fit them all (quantize.qat.balance_gains).
     """
     layers = list(model.body)
     convs, prelus = layers[0::2], layers[1::2]
@@ -186,17 +191,21 @@ def split_relu_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
             weight, bias = torch.cat([weight, -weight]), torch.cat([bias, -bias])
             alpha = prelus[len(out)].weight
         out.append((weight, bias))
+    for i, gain in enumerate(balance or []):
+        (weight, bias), (following, following_bias) = out[i], out[i + 1]
+        out[i] = (weight * gain.view(-1, 1, 1, 1), bias * gain)
+        out[i + 1] = (following / gain.view(1, -1, 1, 1), following_bias)
     return out
 
 
 class FSRCNNSplitReLU(nn.Module):
     """The same trained FSRCNN in its INT8 deployment form (see split_relu_layers)."""
 
-    def __init__(self, model: FSRCNN):
+    def __init__(self, model: FSRCNN, balance: list[torch.Tensor] | None = None):
         super().__init__()
         self.config = model.config
         self.convs = nn.ModuleList()
-        for weight, bias in split_relu_layers(model):
+        for weight, bias in split_relu_layers(model, balance):
             conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=weight.shape[-1] // 2)
             with torch.no_grad():
                 conv.weight.copy_(weight)
