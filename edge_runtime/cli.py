@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from edge_runtime import __version__
-from edge_runtime.backends import BACKENDS, backend_for
+from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import CliError, EdgeSRError
 from edge_runtime.files import write_json
 from edge_runtime.models import PRECISIONS, default_workers, open_workers, resolve
@@ -79,7 +79,7 @@ def stream_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=positive(int), default=os.cpu_count() or 1)
     m.add_argument("--workers", type=positive(int),
                    help="SR workers, each with its own interpreter on threads/workers cores, taking frames in "
-                        "turn (default: one per thread on LiteRT, one on ONNX Runtime)")
+                        "turn (default: one per thread for FP32 models, one for INT8: measured fastest)")
     run = p.add_argument_group("stream")
     run.add_argument("--size", type=parse_size, help="frame size WxH (camera request; resize for files)")
     run.add_argument("--target-fps", type=positive(float), default=24.0)
@@ -118,15 +118,15 @@ def pick_model(args, size: tuple[int, int], log):
 
     choice = resolve(args.model, args.scale, args.precision, args.backend)
     if isinstance(choice, Path):
-        backend = args.backend or backend_for(choice)
-        workers = args.workers or default_workers(args.threads, backend)
-        return open_workers(choice, args.scale, args.threads, workers, backend), {"model": str(choice), "workers": workers}
+        upscalers = open_workers(choice, args.scale, args.threads, args.workers or default_workers(args.threads, args.precision),
+                                 args.backend)
+        return upscalers, {"model": str(choice), "workers": len(upscalers)}
     if args.model == "auto":
         artifact, fps = choose(choice, size, args.scale, args.threads, args.target_fps, log=log)
         log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB)")
     else:
         artifact = choice[0] if args.precision or args.backend else _fastest_default(choice)
-    workers = args.workers or default_workers(args.threads, artifact.backend)
+    workers = args.workers or default_workers(args.threads, artifact.precision)
     upscalers = open_workers(artifact.path, args.scale, args.threads, workers, artifact.backend)
     return upscalers, {"model": artifact.name, "family": artifact.family, "precision": artifact.precision,
                        "backend": artifact.backend, "workers": len(upscalers), "set5_psnr": artifact.set5_psnr()}

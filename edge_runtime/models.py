@@ -98,15 +98,15 @@ def open_model(path: Path, scale: int, threads: int, backend: str | None = None)
     return upscaler
 
 
-def default_workers(threads: int, backend: str) -> int:
-    """LiteRT: one single-threaded worker per core; ONNX Runtime: one worker on every core. Chosen by
-    benchmarks/stream_targets.py (results/stream_targets.json)."""
-    return threads if backend == "litert" else 1
+def default_workers(threads: int, precision: str | None) -> int:
+    """FP32: one single-threaded worker per thread; INT8 (or unknown): one worker on all threads.
+    Measured end to end with 2 threads (benchmarks/stream_targets.py): two FP32 workers gain 25-40% on
+    ONNX Runtime and 4-12% on LiteRT; INT8 gains nothing on LiteRT and loses 14-37% on ONNX Runtime."""
+    return threads if precision == "fp32" else 1
 
 
 def open_workers(path: Path, scale: int, threads: int, workers: int, backend: str | None = None) -> list:
-    """`workers` interpreters sharing `threads` cores, for the pipeline's SR workers. Several
-    single-threaded workers on alternate frames beat one multi-threaded interpreter when capture and
-    output take cores too: nothing waits for a straggling thread (benchmarks/stream_targets.py)."""
+    """`workers` interpreters sharing `threads` cores, for the pipeline's SR workers, which take
+    frames in turn (see default_workers for when that pays)."""
     workers = max(1, min(workers, threads))
     return [open_model(path, scale, max(1, threads // workers), backend) for _ in range(workers)]
