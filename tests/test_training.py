@@ -116,7 +116,8 @@ def test_ctrl_c_keeps_every_finished_step_for_resume(tiny_dataset, tmp_path):
         [PYTHON, "-m", "training.train", "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset),
          "--iters", "100000", "--eval-every", "100000", "--batch", "4", "--lr-patch", "8", "--threads", "1",
          "--run-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "w")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal, even under nohup
     time.sleep(8)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
