@@ -4,7 +4,8 @@ Post-training quantization of FSRCNN loses 0.3-0.7 dB: both per-channel int8 wei
 per-tensor 8-bit activations cost a little at every layer. Fine-tuning through the INT8
 deployment graph with the quantizers the runtimes apply (per-channel symmetric int8 weights,
 per-tensor 8-bit activations after every conv + ReLU, over the very ranges the runtimes' min-max
-calibration will give them) recovers it. The result is an ordinary FSRCNN checkpoint.
+calibration will give them) recovers it. The result is an ordinary FSRCNN checkpoint, plus the
+channel gains (balance_gains) its INT8 export must use.
 """
 from __future__ import annotations
 
