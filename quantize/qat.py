@@ -47,14 +47,25 @@ def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127)
 
 
+def layer_outputs(layers: list, x: torch.Tensor, weights=lambda w: w, activations=None):
+    """The output of each layer of split_relu_layers in turn (conv, ReLU but on the head), with
+    `weights` applied to every weight and `activations[i]` to layer i's output when given."""
+    for i, (weight, bias) in enumerate(layers):
+        x = F.conv2d(x, weights(weight), bias, padding=weight.shape[-1] // 2)
+        if i < len(layers) - 1:
+            x = F.relu(x)
+        if activations is not None:
+            x = activations[i](x)
+        yield x
+
+
 @torch.no_grad()
 def balance_gains(model: FSRCNN, lr_batch: torch.Tensor) -> list[torch.Tensor]:
     """Per-channel gains for split_relu_layers that give every hidden channel of a layer the range of
     the widest one. Measured here: channel maxima of a layer spread up to 7x, and one per-tensor INT8
     scale then leaves the narrow channels a few dozen levels."""
-    gains, x = [], lr_batch
-    for weight, bias in split_relu_layers(model)[:-1]:
-        x = F.relu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2))
+    layers, gains = split_relu_layers(model), []
+    for x, _ in zip(layer_outputs(layers, lr_batch), layers[:-1]):
         widest = x.amax(dim=(0, 2, 3))
         gains.append(torch.where(widest > 1e-3 * widest.max(), widest.max() / widest, torch.ones_like(widest)))
     return gains
@@ -74,21 +85,12 @@ class QuantSim(nn.Module):
     @torch.no_grad()
     def calibrate(self) -> None:
         """Set every activation range as the runtimes' min-max calibration would, on the float graph."""
-        x = self.calibration
         layers = split_relu_layers(self.model, self.balance)
-        for i, ((weight, bias), limits) in enumerate(zip(layers, self.ranges)):
-            x = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
-            if i < len(layers) - 1:
-                x = F.relu(x)
+        for x, limits in zip(layer_outputs(layers, self.calibration), self.ranges):
             limits.lo.fill_(min(float(x.min()), 0.0)), limits.hi.fill_(max(float(x.max()), 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers = split_relu_layers(self.model, self.balance)
-        for i, ((weight, bias), limits) in enumerate(zip(layers, self.ranges)):
-            x = F.conv2d(x, fake_quant_weight(weight), bias, padding=weight.shape[-1] // 2)
-            if i < len(layers) - 1:
-                x = F.relu(x)
-            x = limits(x)
+        *_, x = layer_outputs(split_relu_layers(self.model, self.balance), x, fake_quant_weight, self.ranges)
         return F.pixel_shuffle(x, self.model.config.scale)
 
 
