@@ -1,6 +1,7 @@
 import csv
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,12 +38,25 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
 
 def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_dataset):
     sampler = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False)
-    assert len(sampler.pairs) == 3 * len(DOWNSCALES)
+    assert sampler.count == 3 * len(DOWNSCALES)
     lr, hr = sampler.batch(5)
     assert lr.shape == (5, 1, 8, 8) and hr.shape == (5, 1, 24, 24)
     assert 0 <= lr.min() and lr.max() <= 1
     # The LR patch is the bicubic downscale of its HR patch (up to the image-border context).
     assert torch.nn.functional.avg_pool2d(hr, 3).sub(lr).abs().mean() < 0.03
+
+
+def test_patch_pairs_are_the_same_crop_of_lr_and_hr_turned_alike(tiny_dataset):
+    sampler = PatchSampler([tiny_dataset / "T91"], scale=2, lr_patch=6, progress=False)
+    lr_img = sampler.lr_pixels[: sampler.lr_h[0] * sampler.lr_w[0]].view(int(sampler.lr_h[0]), -1).numpy()
+    hr_img = sampler.hr_pixels[: lr_img.size * 4].view(lr_img.shape[0] * 2, -1).numpy()
+    zero = torch.zeros(1, dtype=torch.long)
+    for turns in range(4):
+        t = torch.tensor([turns])
+        lr = sampler._cut(sampler.lr_pixels, zero, sampler.lr_w[:1], zero + 3, zero + 5, 6, t)[0].numpy()
+        hr = sampler._cut(sampler.hr_pixels, zero, sampler.lr_w[:1] * 2, zero + 6, zero + 10, 12, t)[0].numpy()
+        assert (lr == np.rot90(lr_img[3:9, 5:11], turns)).all()
+        assert (hr == np.rot90(hr_img[6:18, 10:22], turns)).all()
 
 
 def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):

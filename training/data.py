@@ -41,37 +41,65 @@ def set_folder(data_dir: Path, name: str) -> Path:
 class PatchSampler:
     """Random (LR, HR) patch pairs from every augmented version of every training image.
 
-    Rotations are applied per patch: MATLAB's bicubic kernel is symmetric, so rotating a
-    patch pair equals cutting it from the rotated image pair.
+    All pairs live in two flat uint8 tensors on `device`; a batch is one gather per side, so a GPU
+    is not left waiting on a Python loop. Rotations are applied through the gather's indices:
+    MATLAB's bicubic kernel is symmetric, so rotating a patch pair equals cutting it from the
+    rotated image pair.
     """
 
-    def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True):
-        self.scale, self.lr_patch = scale, lr_patch
-        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
+                 device: str | torch.device = "cpu"):
+        self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
+        hr_parts, lr_parts, shapes = [], [], []
         files = [f for folder in folders for f in image_files(folder)]
         for path in tqdm(files, desc=f"preparing x{scale} pairs", disable=not progress, unit="img"):
             y = read_y(path)
             for factor in DOWNSCALES:
-                hr = y if factor == 1.0 else imresize(y, factor)
-                hr = modcrop(hr, scale)
+                hr = modcrop(y if factor == 1.0 else imresize(y, factor), scale)
                 if min(hr.shape) < lr_patch * scale:
                     continue
-                self.pairs.append((hr, imresize(hr, 1.0 / scale)))
-        if not self.pairs:
+                lr = imresize(hr, 1.0 / scale)
+                hr_parts.append(hr.ravel())
+                lr_parts.append(lr.ravel())
+                shapes.append(lr.shape)
+        if not shapes:
             raise DataError(f"no training image is at least {lr_patch * scale} px on each side")
-        areas = np.array([lr.size for _, lr in self.pairs], dtype=np.float64)
-        self.weights = areas / areas.sum()
-        self.rng = np.random.default_rng(seed)
+        self.count = len(shapes)
+        lr_h, lr_w = (torch.tensor(v, dtype=torch.long, device=self.device) for v in zip(*shapes))
+        self.lr_h, self.lr_w = lr_h, lr_w
+        area = lr_h * lr_w
+        self.lr_start = torch.cumsum(area, 0) - area
+        self.hr_start = self.lr_start * scale * scale
+        self.lr_pixels = torch.from_numpy(np.concatenate(lr_parts)).to(self.device)
+        self.hr_pixels = torch.from_numpy(np.concatenate(hr_parts)).to(self.device)
+        self.weights = area.double() / area.sum()  # every LR pixel equally likely as a patch corner
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+
+    def _rand(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator, device=self.device, dtype=torch.float64)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LR, HR) float32 in 0..1, shapes (size, 1, p, p) and (size, 1, p*scale, p*scale), on `device`."""
         p, s = self.lr_patch, self.scale
-        lr_out = np.empty((size, 1, p, p), np.float32)
-        hr_out = np.empty((size, 1, p * s, p * s), np.float32)
-        for i, k in enumerate(self.rng.choice(len(self.pairs), size=size, p=self.weights)):
-            hr, lr = self.pairs[k]
-            y = self.rng.integers(0, lr.shape[0] - p + 1)
-            x = self.rng.integers(0, lr.shape[1] - p + 1)
-            rot = int(self.rng.integers(4))
-            lr_out[i, 0] = np.rot90(lr[y : y + p, x : x + p], rot)
-            hr_out[i, 0] = np.rot90(hr[y * s : (y + p) * s, x * s : (x + p) * s], rot)
-        return torch.from_numpy(lr_out / 255.0), torch.from_numpy(hr_out / 255.0)
+        k = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
+        y = (self._rand(size) * (self.lr_h[k] - p + 1)).long()
+        x = (self._rand(size) * (self.lr_w[k] - p + 1)).long()
+        turns = (self._rand(size) * 4).long()
+        lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p, turns)
+        hr = self._cut(self.hr_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, turns)
+        return lr.float().div_(255.0).unsqueeze(1), hr.float().div_(255.0).unsqueeze(1)
+
+    def _cut(self, pixels, start, width, y, x, side: int, turns) -> torch.Tensor:
+        """Patches of side `side` at (y, x), each read as np.rot90(patch, turns): one gather."""
+        i = torch.arange(side, device=self.device)
+        row, col = i.view(1, -1, 1).expand(len(y), side, side), i.view(1, 1, -1).expand(len(y), side, side)
+        flip_row, flip_col = side - 1 - row, side - 1 - col
+        t = turns.view(-1, 1, 1)
+        # np.rot90 by t: out[r, c] = in[c, -1-r], in[-1-r, -1-c], in[-1-c, r] for t = 1, 2, 3.
+        src_row = torch.where(t == 0, row, torch.where(t == 1, col, torch.where(t == 2, flip_row, flip_col)))
+        src_col = torch.where(t == 0, col, torch.where(t == 1, flip_row, torch.where(t == 2, flip_col, row)))
+        index = start.view(-1, 1, 1) + (y.view(-1, 1, 1) + src_row) * width.view(-1, 1, 1) + x.view(-1, 1, 1) + src_col
+        return pixels[index]

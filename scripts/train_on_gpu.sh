@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# All six models on one GPU at once, each continuing from its shipped checkpoint, for MINUTES of
+# wall clock (the cosine schedule spans exactly that). Used on the GPU machines lent to this project:
+#
+#   python scripts/pack_y_dataset.py ../shared/datasets .data T91 BSD200 Set5   # here, then carry .data
+#   OUT=/some/dir MINUTES=7 scripts/train_on_gpu.sh                             # there
+#
+# Every 45 s, and at the end, the new weights, the run folders (for --resume) and the logs are packed
+# into $OUT/gpu_run.tgz (written to a temp name, then renamed), so a cut-off run still returns them.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+MINUTES=${MINUTES:-7}
+BATCH=${BATCH:-256}
+LR=${LR:-1e-3}
+export EDGE_SR_DATA=${EDGE_SR_DATA:-.data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+mkdir -p logs "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+
+pack() {
+  tar czf "$OUT/gpu_run.tgz.tmp" training/weights runs logs 2>/dev/null && mv "$OUT/gpu_run.tgz.tmp" "$OUT/gpu_run.tgz"
+}
+
+pids=()
+for model in fsrcnn fsrcnn-s; do
+  for scale in 2 3 4; do
+    id=${model}_x${scale}
+    "$PY" -m training.train --model "$model" --scale "$scale" --init-from "training/weights/$id.pt" \
+      --minutes "$MINUTES" --iters 100000000 --batch "$BATCH" --lr "$LR" --eval-every "${EVAL_EVERY:-1000}" \
+      --run-dir runs/gpu >"logs/gpu_$id.log" 2>&1 &
+    pids+=($!)
+  done
+done
+while kill -0 "${pids[@]}" 2>/dev/null || jobs -r | grep -q .; do
+  sleep 45
+  pack
+  for f in runs/gpu/*/log.csv; do echo "$f: $(tail -n 1 "$f")"; done
+  jobs -r | grep -q . || break
+done
+wait
+pack
+for f in logs/gpu_*.log; do echo "== $f"; tail -n 3 "$f"; done
