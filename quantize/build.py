@@ -43,8 +43,9 @@ EVAL_SETS = ("Set5", "Set14")
 FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
 # Bumped when QAT or its calibration changes, so cached QAT weights are retrained: 3 = channel balance,
-# activation ranges from the export's calibration patches, input range [0, 1].
-QAT_RECIPE = 3
+# activation ranges from the export's calibration patches, input range [0, 1]; 4 = calibration and QAT
+# patches cut by the gather sampler (training/data.py), so other patches than recipe 3's.
+QAT_RECIPE = 4
 
 
 class BuildError(Exception):
