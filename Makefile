@@ -66,6 +66,7 @@ bench: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/training_speed.py
 	$(PY) benchmarks/artifacts.py
+	$(PY) benchmarks/int8_forms.py
 	$(PY) benchmarks/stream_targets.py --opencv-models $(PEERS)
 	$(PY) scripts/update_readme.py
 

@@ -1,5 +1,6 @@
-"""results/validation_curves.svg: Set5 validation PSNR against training step, from the training logs
-copied to results/training_logs/ (one CSV per run: step,loss,val_psnr,lr,seconds)."""
+"""results/validation_curves.svg: Set5 validation PSNR of each model against its training steps, all its
+runs chained, from the training logs copied to results/training_logs/ (one CSV per run: step,loss,
+val_psnr,lr,seconds)."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "results" / "training_logs"
+# The training phases in the order they ran (TRAINING.md): x3 from scratch, x2/x4 transfer (deconvolution,
+# then all layers), then the GPU continuations of all six.
+PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2"]
 COLORS = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#6a4c93", "#1982c4", "#8ac926"]
 
 
@@ -37,7 +41,7 @@ def svg(curves: dict[str, list[tuple[int, float]]], width=760, height=420) -> st
              '<rect width="100%" height="100%" fill="white"/>',
              f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad - 150}" y2="{height - pad}" stroke="#333"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-             f'<text x="{(width - 150) / 2}" y="{height - 16}" text-anchor="middle">training step</text>',
+             f'<text x="{(width - 150) / 2}" y="{height - 16}" text-anchor="middle">training step (all runs of a model, chained)</text>',
              f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" text-anchor="middle">Set5 PSNR (dB)</text>']
     for tick in range(int(lo) + 1, int(hi) + 1):
         parts.append(f'<text x="{pad - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>'
@@ -57,10 +61,12 @@ def main() -> int:
     if runs.is_dir():
         collect(runs)
     curves = {}
-    for log in sorted(LOGS.glob("*.csv")):
-        rows = list(csv.DictReader(log.open()))
-        if rows:
-            curves[log.stem] = [(int(r["step"]), float(r["val_psnr"])) for r in rows]
+    for phase in PHASES:  # each model's runs chained in the order they ran, steps counted on
+        for log in sorted(LOGS.glob(f"{phase}_*.csv")):
+            ident = log.stem[len(phase) + 1:]
+            points = curves.setdefault(ident, [])
+            offset = points[-1][0] if points else 0
+            points += [(offset + int(r["step"]), float(r["val_psnr"])) for r in csv.DictReader(log.open())]
     if not curves:
         print("plot_curves: no training logs", file=sys.stderr)
         return 2

@@ -36,6 +36,18 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     assert steps == [10, 20, 30]
 
 
+def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path):
+    cfg = train_module.parse_args([
+        "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "100000000",
+        "--minutes", "0.03", "--eval-every", "1000000", "--batch", "4", "--lr-patch", "8",
+        "--run-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "weights"), "--threads", "1",
+    ])
+    train_module.train(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv")))
+    assert len(rows) == 1 and float(rows[0]["lr"]) == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.05)
+    assert (tmp_path / "weights" / "fsrcnn-s_x2.pt").is_file()
+
+
 def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_dataset):
     sampler = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False)
     assert sampler.count == 3 * len(DOWNSCALES)

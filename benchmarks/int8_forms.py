@@ -1,0 +1,66 @@
+"""Why the INT8 TFLite artifacts use the split-ReLU form: model-only speed of one checkpoint converted
+to INT8 with native PReLU ops and in the split-ReLU form, as ratios to its FP32 conversion in the same
+run, with the executed MACs of each form and the ops LiteRT runs.
+
+    python benchmarks/int8_forms.py          # writes results/int8_forms.json (needs the [quantize] extra)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, save, time_model  # noqa: E402
+from edge_runtime.backends import LiteRTUpscaler  # noqa: E402
+from quantize import tflite_export  # noqa: E402
+from quantize.calibration import calibration_patches  # noqa: E402
+from quantize.card import executed_macs_per_lr_pixel  # noqa: E402
+from quantize.onnx_export import deployable  # noqa: E402
+from training.data import resolve_data_dir  # noqa: E402
+from training.evaluate import WEIGHTS_DIR  # noqa: E402
+from training.model import load_weights  # noqa: E402
+
+# (label, precision, tf form, head whose MACs that form executes)
+FORMS = [("fp32 prelu", "fp32", "prelu", "subpixel"), ("int8 prelu", "int8", "prelu", "subpixel"),
+         ("int8 split-relu", "int8", "split-relu", "split-relu")]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["fsrcnn-s_x2", "fsrcnn_x2"])
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--data-dir", help="calibration sets (T91, BSD200); default $EDGE_SR_DATA")
+    args = p.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    data_dir = resolve_data_dir(args.data_dir)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ident in args.models:
+            model = load_weights(WEIGHTS_DIR / f"{ident}.pt")
+            patches = calibration_patches(data_dir, model.config.scale)
+            row = {"model": ident, "size": args.size, "threads": args.threads, "forms": {}}
+            for label, precision, form, head in FORMS:
+                path = Path(tmp) / f"{ident}_{label.replace(' ', '_')}.tflite"
+                tflite_export.convert(model, path, precision, patches if precision == "int8" else None, form=form)
+                fps = time_model(LiteRTUpscaler(path, threads=args.threads).run, size, args.seconds)
+                ops = [o["op"] for o in tflite_export.op_report(path)["ops"]]
+                row["forms"][label] = {"fps": round(fps, 2), "executed_macs_per_lr_pixel":
+                                       executed_macs_per_lr_pixel(deployable(model, head)),
+                                       "xnnpack_partitions": ops.count("DELEGATE"),
+                                       "op_types": sorted(set(ops) - {"DELEGATE"})}
+            base = row["forms"]["fp32 prelu"]["fps"]
+            for entry in row["forms"].values():
+                entry["vs_fp32"] = round(entry["fps"] / base, 2)
+            rows.append(row)
+            print(ident, "  ".join(f"{k}: {v['fps']:.1f} fps ({v['vs_fp32']}x)" for k, v in row["forms"].items()), flush=True)
+    path = save("int8_forms.json", {"machine": machine(), "rows": rows})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
