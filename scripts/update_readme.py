@@ -87,8 +87,22 @@ def training_table() -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def int8_forms_table() -> str | None:
+    data = load("int8_forms.json")
+    if not data:
+        return None
+    lines = [f"Machine: `{data['machine']['device']}`, {data['rows'][0]['threads']} threads, LR {data['rows'][0]['size']}. "
+             "Model-only fps (ratio to the FP32 conversion in the same run).", "",
+             "| model | form | fps | vs FP32 | executed MACs / LR pixel | XNNPACK partitions | op types |", "|---" * 7 + "|"]
+    for row in data["rows"]:
+        for form, r in row["forms"].items():
+            lines.append(f"| {row['model']} | {form} | {r['fps']:.1f} | {r['vs_fp32']:.2f}x | "
+                         f"{r['executed_macs_per_lr_pixel']:,} | {r['xnnpack_partitions']} | {', '.join(r['op_types'])} |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": stream_table,
-          "artifacts": artifact_table, "training": training_table}
+          "artifacts": artifact_table, "training": training_table, "int8_forms": int8_forms_table}
 
 
 def main(readme: str = "README.md") -> int:
