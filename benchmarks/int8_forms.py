@@ -18,7 +18,7 @@ from quantize import tflite_export  # noqa: E402
 from quantize.calibration import calibration_patches  # noqa: E402
 from quantize.card import executed_macs_per_lr_pixel  # noqa: E402
 from quantize.onnx_export import deployable  # noqa: E402
-from training.data import resolve_data_dir  # noqa: E402
+from training.data import DataError, resolve_data_dir  # noqa: E402
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
 from training.model import load_weights  # noqa: E402
 
@@ -36,7 +36,11 @@ def main() -> int:
     p.add_argument("--data-dir", help="calibration sets (T91, BSD200); default $EDGE_SR_DATA")
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    data_dir = resolve_data_dir(args.data_dir)
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+    except DataError as err:
+        print(f"int8_forms: error: {err}", file=sys.stderr)
+        return 2
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for ident in args.models:
