@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, ROOT
-from edge_runtime.metrics import bicubic_upscale, evaluate_set, load_eval_set
+from edge_runtime.metrics import bicubic_upscale, evaluate_set, image_files, load_eval_set, read_y
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
@@ -150,3 +150,14 @@ def test_ctrl_c_keeps_every_finished_step_for_resume(tiny_dataset, tmp_path):
     assert proc.returncode == 130 and "resume with --resume" in err
     state = torch.load(tmp_path / "runs" / "fsrcnn-s_x2" / "last.pt", weights_only=True)
     assert state["step"] > 0
+
+
+def test_packed_y_copy_of_a_dataset_reads_back_as_the_same_y(tiny_dataset, tmp_path):
+    out = tmp_path / "packed"
+    subprocess.run([PYTHON, str(ROOT / "scripts" / "pack_y_dataset.py"), str(tiny_dataset), str(out), "T91", "Set5"],
+                   check=True, capture_output=True)
+    for name in ("T91", "Set5"):
+        originals, copies = image_files(tiny_dataset / name), image_files(out / name)
+        assert [p.stem for p in originals] == [p.stem for p in copies]
+        for original, copy in zip(originals, copies):
+            assert np.array_equal(read_y(original), read_y(copy))
