@@ -1,6 +1,7 @@
 """Writing files so a crash never leaves half of one: a temp file beside the target, then a rename."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,3 +18,8 @@ def write_atomic(path, data: str | bytes) -> Path:
 
 def write_json(path, data, indent: int = 2) -> Path:
     return write_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+
+def sha256(path) -> str:
+    """Hex digest of a file: how cards and checkpoints name the exact file they came from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

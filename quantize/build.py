@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from edge_runtime.backends import load_upscaler
 from edge_runtime.errors import BackendError
-from edge_runtime.files import write_json
+from edge_runtime.files import sha256, write_json
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export
 from quantize.calibration import CALIBRATION_SETS, calibration_patches
-from quantize.card import sha256, write_card
+from quantize.card import write_card
 from quantize.qat import quant_aware_finetune
 from training.data import DataError, resolve_data_dir, set_folder
 from training.evaluate import WEIGHTS_DIR

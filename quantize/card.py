@@ -1,7 +1,6 @@
 """Model cards: the JSON beside each artifact that says what it is, how it was made and how good it is."""
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
 from pathlib import Path
 
@@ -9,15 +8,11 @@ import numpy as np
 import torch
 
 from edge_runtime.backends import LiteRTUpscaler, OnnxUpscaler
-from edge_runtime.files import write_json
+from edge_runtime.files import sha256, write_json
 from quantize.onnx_export import deployable
 from training.model import FSRCNN, count_parameters, macs_per_lr_pixel
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "ai-edge-litert", "numpy")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tool_versions() -> dict:

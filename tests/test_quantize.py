@@ -13,7 +13,7 @@ from edge_runtime.backends import load_upscaler
 from edge_runtime.metrics import evaluate_set, load_eval_set, rgb_to_y
 from edge_runtime.models import shipped
 from quantize import onnx_export, tflite_export
-from quantize.card import sha256
+from edge_runtime.files import sha256
 from quantize.qat import QuantSim, balance_gains
 from training.model import FSRCNN, preset
 

@@ -1,4 +1,5 @@
 import csv
+import json
 import subprocess
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, ROOT
+from edge_runtime.files import sha256
 from edge_runtime.metrics import bicubic_upscale, evaluate_set, image_files, load_eval_set, read_y
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
@@ -81,6 +83,8 @@ def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):
     x2 = load_weights(tmp_path / "fsrcnn-s_x2.pt")
     for a, b in zip(x3.body.state_dict().values(), x2.body.state_dict().values()):
         assert torch.equal(a, b)
+    provenance = json.loads((tmp_path / "fsrcnn-s_x2.json").read_text())
+    assert provenance["init_from_sha256"] == sha256(tmp_path / "fsrcnn-s_x3.pt")  # names the exact file it started from
 
 
 @pytest.mark.parametrize("args, message", [

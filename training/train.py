@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from edge_runtime.files import sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
@@ -167,6 +168,7 @@ def train(cfg: TrainConfig) -> float:
     ident = model_id(cfg.model, cfg.scale)
     run = Path(cfg.run_dir) / ident
     run.mkdir(parents=True, exist_ok=True)
+    init_digest = sha256(cfg.init_from) if cfg.init_from else None  # the file may be overwritten by this run
     model = build_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
     step, best = 0, -math.inf
@@ -221,7 +223,8 @@ def train(cfg: TrainConfig) -> float:
                     best = val
                     save_weights(model, Path(cfg.out_dir) / f"{ident}.pt",
                                  {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                                  "train_sets": cfg.train_sets, "init_from": cfg.init_from, "train_only": cfg.train_only,
+                                  "train_sets": cfg.train_sets, "init_from": cfg.init_from, "init_from_sha256": init_digest,
+                                  "train_only": cfg.train_only,
                                   "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
                 save_resume_point(run, model, optimizer, step, best)
                 bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
