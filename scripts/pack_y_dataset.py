@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edge_runtime.files import write_atomic  # noqa: E402
 from edge_runtime.metrics import image_files, read_y, rgb_to_y  # noqa: E402
 
 
@@ -33,12 +34,16 @@ def main(src: str, dst: str, *names: str) -> int:
     for name in names:
         out = Path(dst) / name
         out.mkdir(parents=True, exist_ok=True)
-        for path in image_files(Path(src) / name):
+        try:
+            files = image_files(Path(src) / name)
+        except FileNotFoundError as err:
+            raise SystemExit(f"pack_y_dataset: error: {err}") from None
+        for path in files:
             y = read_y(path)
             if (grey[y] < 0).any():
                 raise SystemExit(f"{path}: a Y level has no grey level")
             target = out / (path.stem + ".png")
-            cv2.imwrite(str(target), grey[y].astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            write_atomic(target, cv2.imencode(".png", grey[y].astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes())
             if not np.array_equal(read_y(target), y):
                 raise SystemExit(f"{target}: read_y differs from the original's")
     return 0

@@ -9,6 +9,8 @@
 # into $OUT/gpu_run.tgz (written to a temp name, then renamed), so a cut-off run still returns them.
 set -u
 cd "$(dirname "$0")/.."
+[ -n "${OUT:-}" ] || { echo "train_on_gpu.sh: error: set OUT to the folder the results go to" >&2; exit 2; }
+[ -d "${EDGE_SR_DATA:-.data}/T91" ] || { echo "train_on_gpu.sh: error: no ${EDGE_SR_DATA:-.data}/T91 (see the header for how to pack the data)" >&2; exit 2; }
 PY=${PY:-python3}
 MINUTES=${MINUTES:-7}
 BATCH=${BATCH:-256}
