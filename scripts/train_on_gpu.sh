@@ -3,8 +3,9 @@
 # wall clock (the cosine schedule spans exactly that). Used on the GPU machines lent to this project:
 #
 #   python scripts/pack_y_dataset.py ../shared/datasets .data T91 BSD200 Set5   # here, then carry .data
-#   OUT=/some/dir MINUTES=7 scripts/train_on_gpu.sh                             # there
+#   OUT=/some/dir MINUTES=7 RUN=gpu3 scripts/train_on_gpu.sh                    # there
 #
+# RUN names the run folder (runs/$RUN/<id>/log.csv); scripts/plot_curves.py chains gpu1, gpu2, ... in order.
 # Every 45 s, and at the end, the new weights, the run folders (for --resume) and the logs are packed
 # into $OUT/gpu_run.tgz (written to a temp name, then renamed), so a cut-off run still returns them.
 set -u
@@ -15,6 +16,7 @@ PY=${PY:-python3}
 MINUTES=${MINUTES:-7}
 BATCH=${BATCH:-256}
 LR=${LR:-1e-3}
+RUN=${RUN:-gpu}
 export EDGE_SR_DATA=${EDGE_SR_DATA:-.data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p logs "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -24,21 +26,17 @@ pack() {
   tar czf "$OUT/gpu_run.tgz.tmp" training/weights runs logs 2>/dev/null && mv "$OUT/gpu_run.tgz.tmp" "$OUT/gpu_run.tgz"
 }
 
-pids=()
 for model in fsrcnn fsrcnn-s; do
   for scale in 2 3 4; do
     id=${model}_x${scale}
     "$PY" -m training.train --model "$model" --scale "$scale" --init-from "training/weights/$id.pt" \
       --minutes "$MINUTES" --iters 100000000 --batch "$BATCH" --lr "$LR" --eval-every "${EVAL_EVERY:-1000}" \
-      --run-dir runs/gpu >"logs/gpu_$id.log" 2>&1 &
-    pids+=($!)
+      --run-dir "runs/$RUN" >"logs/gpu_$id.log" 2>&1 &
   done
 done
-while kill -0 "${pids[@]}" 2>/dev/null || jobs -r | grep -q .; do
-  sleep 45
+while sleep 45; jobs -r | grep -q .; do
   pack
-  for f in runs/gpu/*/log.csv; do echo "$f: $(tail -n 1 "$f")"; done
-  jobs -r | grep -q . || break
+  for f in "runs/$RUN"/*/log.csv; do echo "$f: $(tail -n 1 "$f")"; done
 done
 wait
 pack
