@@ -49,14 +49,17 @@ def stream_table() -> str | None:
     data = load("stream_targets.json")
     if not data:
         return None
+    repeats = data.get("repeats", 1)
     lines = [f"Machine: `{data['machine']['device']}`, {data['machine']['platform']}, measured {data['generated']}, "
-             f"{data['seconds_per_run']} s per run, {data['rows'][0]['threads']} threads.", "",
+             f"{data['seconds_per_run']} s per run, {data['rows'][0]['threads']} threads, "
+             f"median of {repeats} interleaved runs (all runs in brackets).", "",
              "| family | LR size | goal | contender | fps | vs OpenCV | vs FP32 ONNX | Set5 x2 PSNR |", "|---" * 8 + "|"]
     for row in data["rows"]:
         for name, r in row["results"].items():
             mark = " ✅" if r["meets_goal"] else ""
             ratio = f"{r['vs_fp32_onnx']:.2f}x" if r.get("vs_fp32_onnx") else "-"
-            lines.append(f"| {row['family']} | {row['size']} | {row['goal_fps']:g} fps | {name} | {r['fps']:.1f}{mark} | "
+            every = " (" + ", ".join(f"{v:.1f}" for v in r["fps_runs"]) + ")" if len(r.get("fps_runs", [])) > 1 else ""
+            lines.append(f"| {row['family']} | {row['size']} | {row['goal_fps']:g} fps | {name} | {r['fps']:.1f}{mark}{every} | "
                          f"{r['vs_opencv']:.2f}x | {ratio} | {r['set5_psnr']:.2f} |")
     return "\n".join(lines) + "\n"
 
