@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_runtime.metrics import image_files, imresize, modcrop, read_y
+from edge_runtime.metrics import degrade, image_files, imresize, read_y
 
 # The paper's augmentation: downscale by these factors (1.0 = the original) x 4 rotations.
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
@@ -55,19 +55,17 @@ class PatchSampler:
         for path in tqdm(files, desc=f"preparing x{scale} pairs", disable=not progress, unit="img"):
             y = read_y(path)
             for factor in DOWNSCALES:
-                hr = modcrop(y if factor == 1.0 else imresize(y, factor), scale)
+                hr, lr = degrade(y if factor == 1.0 else imresize(y, factor), scale)  # the evaluation's own pair
                 if min(hr.shape) < lr_patch * scale:
                     continue
-                lr = imresize(hr, 1.0 / scale)
                 hr_parts.append(hr.ravel())
                 lr_parts.append(lr.ravel())
                 shapes.append(lr.shape)
         if not shapes:
             raise DataError(f"no training image is at least {lr_patch * scale} px on each side")
         self.count = len(shapes)
-        lr_h, lr_w = (torch.tensor(v, dtype=torch.long, device=self.device) for v in zip(*shapes))
-        self.lr_h, self.lr_w = lr_h, lr_w
-        area = lr_h * lr_w
+        self.lr_h, self.lr_w = (torch.tensor(v, dtype=torch.long, device=self.device) for v in zip(*shapes))
+        area = self.lr_h * self.lr_w
         self.lr_start = torch.cumsum(area, 0) - area
         self.hr_start = self.lr_start * scale * scale
         self.lr_pixels = torch.from_numpy(np.concatenate(lr_parts)).to(self.device)
