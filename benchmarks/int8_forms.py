@@ -1,5 +1,6 @@
-"""Why the INT8 TFLite artifacts use the split-ReLU form: model-only speed of one checkpoint converted
-to INT8 with native PReLU ops and in the split-ReLU form, as ratios to its FP32 conversion in the same
+"""Why the INT8 TFLite artifacts use the folded-ReLU form with superpixel ends: model-only speed of one
+checkpoint converted to INT8 with native PReLU ops, in the split-ReLU form, in the folded-ReLU form and
+in that with its first and last convs on 2x2 superpixels, as ratios to its FP32 conversion in the same
 run, with the executed MACs of each form and the ops LiteRT runs.
 
     python benchmarks/int8_forms.py          # writes results/int8_forms.json (needs the [quantize] extra)
@@ -22,9 +23,11 @@ from training.data import DataError, resolve_data_dir  # noqa: E402
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
 from training.model import load_weights  # noqa: E402
 
-# (label, precision, tf form, head whose MACs that form executes)
-FORMS = [("fp32 prelu", "fp32", "prelu", "subpixel"), ("int8 prelu", "int8", "prelu", "subpixel"),
-         ("int8 split-relu", "int8", "split-relu", "split-relu")]
+# (label, precision, tf form, superpixel ends, head whose MACs that form executes)
+FORMS = [("fp32 prelu", "fp32", "prelu", False, "subpixel"), ("int8 prelu", "int8", "prelu", False, "subpixel"),
+         ("int8 split-relu", "int8", "split-relu", False, "split-relu"),
+         ("int8 folded-relu", "int8", "folded-relu", False, "folded-relu"),
+         ("int8 folded-relu superpixel", "int8", "folded-relu", True, "folded-relu")]
 
 
 def main() -> int:
@@ -47,13 +50,14 @@ def main() -> int:
             model = load_weights(WEIGHTS_DIR / f"{ident}.pt")
             patches = calibration_patches(data_dir, model.config.scale)
             row = {"model": ident, "size": args.size, "threads": args.threads, "forms": {}}
-            for label, precision, form, head in FORMS:
+            for label, precision, form, superpixel, head in FORMS:
                 path = Path(tmp) / f"{ident}_{label.replace(' ', '_')}.tflite"
-                tflite_export.convert(model, path, precision, patches if precision == "int8" else None, form=form)
+                tflite_export.convert(model, path, precision, patches if precision == "int8" else None, form=form,
+                                      superpixel=superpixel)
                 fps = time_model(LiteRTUpscaler(path, threads=args.threads).run, size, args.seconds)
                 ops = [o["op"] for o in tflite_export.op_report(path)["ops"]]
                 row["forms"][label] = {"fps": round(fps, 2), "executed_macs_per_lr_pixel":
-                                       executed_macs_per_lr_pixel(deployable(model, head)),
+                                       executed_macs_per_lr_pixel(deployable(model, head), superpixel),
                                        "xnnpack_partitions": ops.count("DELEGATE"),
                                        "op_types": sorted(set(ops) - {"DELEGATE"})}
             base = row["forms"]["fp32 prelu"]["fps"]

@@ -93,7 +93,7 @@ def bench_main(argv: list[str]) -> int:
         for name, family, precision, backend, path, kind in contenders:
             try:
                 make = ((lambda t: [OpenCVSuperRes(path, t)]) if kind == "opencv" else
-                        (lambda t: open_workers(path, scale, t, default_workers(t, precision), backend)))
+                        (lambda t: open_workers(path, scale, t, default_workers(t), backend)))
                 quality_runner = make(max(args.threads))[0]
             except BackendError as err:
                 print(f"skip {name}: {err}")

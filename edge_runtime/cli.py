@@ -79,7 +79,7 @@ def stream_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=positive(int), default=os.cpu_count() or 1)
     m.add_argument("--workers", type=positive(int),
                    help="SR workers, each with its own interpreter on threads/workers cores, taking frames in "
-                        "turn (default: one per thread for FP32 models, one for INT8: measured fastest)")
+                        "turn (default: one per thread, measured fastest)")
     run = p.add_argument_group("stream")
     run.add_argument("--size", type=parse_size, help="frame size WxH (camera request; resize for files)")
     run.add_argument("--target-fps", type=positive(float), default=24.0)
@@ -118,7 +118,7 @@ def pick_model(args, size: tuple[int, int], log):
 
     choice = resolve(args.model, args.scale, args.precision, args.backend)
     if isinstance(choice, Path):
-        upscalers = open_workers(choice, args.scale, args.threads, args.workers or default_workers(args.threads, args.precision),
+        upscalers = open_workers(choice, args.scale, args.threads, args.workers or default_workers(args.threads),
                                  args.backend)
         return upscalers, {"model": str(choice), "workers": len(upscalers)}
     if args.model == "auto":
@@ -126,7 +126,7 @@ def pick_model(args, size: tuple[int, int], log):
         log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB)")
     else:
         artifact = choice[0] if args.precision or args.backend else _fastest_default(choice)
-    workers = args.workers or default_workers(args.threads, artifact.precision)
+    workers = args.workers or default_workers(args.threads)
     upscalers = open_workers(artifact.path, args.scale, args.threads, workers, artifact.backend)
     return upscalers, {"model": artifact.name, "family": artifact.family, "precision": artifact.precision,
                        "backend": artifact.backend, "workers": len(upscalers), "set5_psnr": artifact.set5_psnr()}

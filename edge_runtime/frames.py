@@ -5,6 +5,7 @@ studio-swing BT.601 matrix of `metrics`, so the Y the net sees is the Y it was t
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -45,11 +46,25 @@ class Frame:
                  truth_y: np.ndarray | None = None) -> "Frame":
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-        ycrcb = bgr_to_ycrcb(bgr)
-        return cls(y=ycrcb[..., 0], chroma=ycrcb[..., 1:], index=index, truth=truth, truth_y=truth_y)
+        ycrcb = bgr_to_ycrcb(bgr)  # planes copied out: OpenCV resizes a strided view 3x slower
+        return cls(y=np.ascontiguousarray(ycrcb[..., 0]), chroma=np.ascontiguousarray(ycrcb[..., 1:]),
+                   index=index, truth=truth, truth_y=truth_y)
 
     def to_bgr(self) -> np.ndarray:
         return compose(self.y, self.chroma)
+
+
+_scratch = threading.local()
+
+
+def _scratch_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-thread array reused from frame to frame: at 1280x960, allocating the intermediates afresh
+    for every frame cost more (page faults) than the conversion itself."""
+    array = getattr(_scratch, name, None)
+    if array is None or array.shape != shape:
+        array = np.empty(shape, np.uint8)
+        setattr(_scratch, name, array)
+    return array
 
 
 def compose(y: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
@@ -58,5 +73,7 @@ def compose(y: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
     if chroma is None:
         return cv2.cvtColor(y, cv2.COLOR_GRAY2BGR)
     if chroma.shape[:2] != (h, w):
-        chroma = cv2.resize(chroma, (w, h), interpolation=cv2.INTER_LINEAR)
-    return ycrcb_to_bgr(cv2.merge([y, chroma[..., 0], chroma[..., 1]]))
+        chroma = cv2.resize(chroma, (w, h), dst=_scratch_array("chroma", (h, w, 2)), interpolation=cv2.INTER_LINEAR)
+    ycrcb = _scratch_array("ycrcb", (h, w, 3))
+    cv2.mixChannels([y, chroma], [ycrcb], [0, 0, 1, 1, 2, 2])
+    return ycrcb_to_bgr(ycrcb)

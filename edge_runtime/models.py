@@ -98,11 +98,12 @@ def open_model(path: Path, scale: int, threads: int, backend: str | None = None)
     return upscaler
 
 
-def default_workers(threads: int, precision: str | None) -> int:
-    """FP32: one single-threaded worker per thread; INT8 (or unknown): one worker on all threads.
-    Measured end to end with 2 threads (benchmarks/stream_targets.py): two FP32 workers gain 25-40% on
-    ONNX Runtime and 4-12% on LiteRT; INT8 gains nothing on LiteRT and loses 14-37% on ONNX Runtime."""
-    return threads if precision == "fp32" else 1
+def default_workers(threads: int) -> int:
+    """One single-threaded SR worker per thread, taking frames in turn. Measured end to end with 2
+    threads (benchmarks/stream_targets.py, results/stream_targets.json): two workers beat one
+    two-threaded interpreter for every shipped x2 artifact in the run, FP32 and INT8 alike; one
+    interpreter waits on its slower thread while capture and output hold a core."""
+    return threads
 
 
 def open_workers(path: Path, scale: int, threads: int, workers: int, backend: str | None = None) -> list:

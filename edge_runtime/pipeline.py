@@ -47,9 +47,14 @@ class Pipeline:
         self.error: BaseException | None = None
 
     def _put(self, q: queue.Queue, item, droppable: bool) -> None:
+        """Blocks while `q` is full, unless `droppable`: then the oldest item makes room at once, so a
+        live camera never waits on SR (a wait here is latency the camera's own buffers keep)."""
         while not self.stop.is_set():
             try:
-                q.put(item, timeout=0.1)
+                if droppable:
+                    q.put_nowait(item)
+                else:
+                    q.put(item, timeout=0.1)
                 return
             except queue.Full:
                 if droppable:

@@ -29,7 +29,7 @@ from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export
 from quantize.calibration import CALIBRATION_SETS, calibration_patches
 from quantize.card import write_card
-from quantize.qat import quant_aware_finetune
+from quantize.qat import INT8_FORM, quant_aware_finetune
 from training.data import DataError, resolve_data_dir, set_folder
 from training.evaluate import WEIGHTS_DIR
 from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weights, model_id, save_weights
@@ -38,14 +38,17 @@ FORMATS = ("onnx", "tflite")
 EVAL_SETS = ("Set5", "Set14")
 # FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): ONNX Runtime runs the
 # 9x9 ConvTranspose faster than conv + DepthToSpace; LiteRT's TRANSPOSE_CONV is the slow one there, and
-# TF's padding would shift it. INT8 artifacts use the split-ReLU form, which both INT8 runtimes run
-# without float fallbacks.
+# TF's padding would shift it. INT8 artifacts use the folded-ReLU form (training.model.relu_layers), which
+# both INT8 runtimes run without float fallbacks; on LiteRT with the first conv (and the x2 head) on
+# superpixels (benchmarks/int8_forms.py, results/int8_forms.json).
 FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
+INT8_HEAD = f"{INT8_FORM}-relu"
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
 # Bumped when QAT or its calibration changes, so cached QAT weights are retrained: 3 = channel balance,
 # activation ranges from the export's calibration patches, input range [0, 1]; 4 = calibration and QAT
-# patches cut by the gather sampler (training/data.py), so other patches than recipe 3's.
-QAT_RECIPE = 4
+# patches cut by the gather sampler (training/data.py), so other patches than recipe 3's; 5 = the folded-ReLU
+# INT8 form, constant channels left out of the balance.
+QAT_RECIPE = 5
 
 
 class BuildError(Exception):
@@ -106,7 +109,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                 bar.set_postfix_str(step)
                 source = model if precision == "fp32" else tuned
                 target = out_dir / f"{ident}_{precision}.{'onnx' if fmt == 'onnx' else 'tflite'}"
-                head = FP32_HEAD[fmt] if precision == "fp32" else "split-relu"
+                head = FP32_HEAD[fmt] if precision == "fp32" else INT8_HEAD
                 if fmt == "onnx":
                     if precision == "fp32":
                         onnx_export.export_fp32(source, target, head)
@@ -116,7 +119,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:
-                    form = "prelu" if precision == "fp32" else "split-relu"  # PReLU form with the subpixel head
+                    form = "prelu" if precision == "fp32" else INT8_HEAD  # PReLU form with the subpixel head
                     tflite_export.convert(source, target, precision, patches if precision == "int8" else None, form=form,
                                           balance=balance if precision == "int8" else None)
                     ops = tflite_export.op_report(target)
@@ -125,6 +128,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                 if precision == "int8":
                     extra["fp32_reference"] = made[f"{fmt} fp32"]["quality"]
                 write_card(target, source, precision=precision, head=head, quality=quality,
+                           superpixel=fmt == "tflite" and precision == "int8",
                            checkpoint=checkpoint, extra=extra)
                 made[step] = {"artifact": target.name, "quality": quality}
                 bar.update(1)

@@ -10,6 +10,7 @@ import torch
 from edge_runtime.backends import LiteRTUpscaler, OnnxUpscaler
 from edge_runtime.files import sha256, write_json
 from quantize.onnx_export import deployable
+from quantize.tflite_export import SUPERPIXEL, superpixel_layers
 from training.model import FSRCNN, count_parameters, macs_per_lr_pixel
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "ai-edge-litert", "numpy")
@@ -52,27 +53,36 @@ def io_spec(path: Path) -> dict:
     return spec
 
 
-def executed_macs_per_lr_pixel(module: torch.nn.Module) -> int:
+def executed_macs_per_lr_pixel(module: torch.nn.Module, superpixel: bool = False) -> int:
     """MACs per LR pixel of the graph the artifact runs, which the paper's count (macs_per_lr_pixel) is not:
-    the split-ReLU INT8 form doubles channels, the subpixel head computes zero taps. Every layer works at
-    LR resolution with stride 1 (or, for the deconvolution, per input pixel), so a layer costs its weight count."""
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)))
+    the INT8 ReLU forms widen layers, the subpixel head computes zero taps. Every layer works at LR resolution
+    with stride 1 (or, for the deconvolution, per input pixel), so a layer costs its weight count; with
+    `superpixel`, the convs of quantize.tflite_export.superpixel_layers run 6x6 with B*B times the
+    outputs, once per B*B LR pixels (superpixel_conv)."""
+    convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    macs = [conv.weight.numel() for conv in convs]
+    if superpixel:
+        for i in superpixel_layers(module.config.scale):
+            out_ch, in_ch = convs[i].weight.shape[:2]
+            macs[i] = 9 * SUPERPIXEL * SUPERPIXEL * in_ch * out_ch
+    return sum(macs)
 
 
 def write_card(artifact: Path, model: FSRCNN, *, precision: str, head: str, quality: dict, checkpoint: Path,
-               extra: dict | None = None) -> Path:
+               superpixel: bool = False, extra: dict | None = None) -> Path:
     c = model.config
     card = {
         "artifact": artifact.name,
         "model_id": f"{'fsrcnn' if (c.d, c.s, c.m) == (56, 12, 4) else 'fsrcnn-s'}_x{c.scale}",
-        "architecture": {"name": "FSRCNN", "d": c.d, "s": c.s, "m": c.m, "head": head},
+        "architecture": {"name": "FSRCNN", "d": c.d, "s": c.s, "m": c.m, "head": head,
+                         "superpixel_convs": list(superpixel_layers(c.scale)) if superpixel else []},
         "scale": c.scale,
         "format": "onnx" if artifact.suffix == ".onnx" else "tflite",
         "runtime": "onnxruntime" if artifact.suffix == ".onnx" else "litert",
         "precision": precision,
         **io_spec(artifact),
         "macs_per_lr_pixel": macs_per_lr_pixel(c),
-        "executed_macs_per_lr_pixel": executed_macs_per_lr_pixel(deployable(model, head)),
+        "executed_macs_per_lr_pixel": executed_macs_per_lr_pixel(deployable(model, head), superpixel),
         "parameters": count_parameters(model),
         "quality": quality,
         "sha256": sha256(artifact),

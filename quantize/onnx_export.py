@@ -12,22 +12,22 @@ import numpy as np
 import onnx
 import torch
 
-from training.model import FSRCNN, FSRCNNSplitReLU, FSRCNNSubpixel
+from training.model import FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
-HEADS = ("deconv", "subpixel", "split-relu")
+HEADS = ("deconv", "subpixel", "folded-relu", "split-relu")
 
 
 def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None) -> torch.nn.Module:
     """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
-    or that with every PReLU split into ReLUs (the INT8 form, training.model.split_relu_layers)."""
+    or that with every PReLU rewritten into ReLUs (the INT8 forms, training.model.relu_layers)."""
     if head == "deconv":
         return model.eval()
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
-    if head == "split-relu":
-        return FSRCNNSplitReLU(model, balance).eval()
+    if head in ("folded-relu", "split-relu"):
+        return FSRCNNReLUForm(model, head.split("-")[0], balance).eval()
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
@@ -38,7 +38,7 @@ def _atomic_target(path: Path) -> Path:
 
 def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None) -> Path:
     """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded
-    (`balance`: the split-relu form's channel gains, see training.model.split_relu_layers)."""
+    (`balance`: an INT8 form's channel gains, see training.model.relu_layers)."""
     module = deployable(model, head, balance)
     example = torch.rand(1, 1, 32, 40)
     height = torch.export.Dim("height", min=1, max=8192)

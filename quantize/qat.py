@@ -20,8 +20,10 @@ from tqdm import tqdm
 
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import PatchSampler, set_folder
-from training.model import FSRCNN, split_relu_layers
+from training.model import FSRCNN, relu_layers
 from quantize.calibration import CALIBRATION_SETS
+
+INT8_FORM = "folded"  # training.model.relu_layers: the form both INT8 runtimes run
 
 
 class DeploymentRanges(nn.Module):
@@ -48,7 +50,7 @@ def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
 
 
 def layer_outputs(layers: list, x: torch.Tensor, weights=lambda w: w, activations=None):
-    """The output of each layer of split_relu_layers in turn (conv, ReLU but on the head), with
+    """The output of each layer of relu_layers in turn (conv, ReLU but on the head), with
     `weights` applied to every weight and `activations[i]` to layer i's output when given."""
     for i, (weight, bias) in enumerate(layers):
         x = F.conv2d(x, weights(weight), bias, padding=weight.shape[-1] // 2)
@@ -61,36 +63,39 @@ def layer_outputs(layers: list, x: torch.Tensor, weights=lambda w: w, activation
 
 @torch.no_grad()
 def balance_gains(model: FSRCNN, lr_batch: torch.Tensor) -> list[torch.Tensor]:
-    """Per-channel gains for split_relu_layers that give every hidden channel of a layer the range of
+    """Per-channel gains for relu_layers that give every hidden channel of a layer the range of
     the widest one. Measured here: channel maxima of a layer spread up to 7x, and one per-tensor INT8
-    scale then leaves the narrow channels a few dozen levels."""
-    layers, gains = split_relu_layers(model), []
+    scale then leaves the narrow channels a few dozen levels. A constant channel (the folded form's
+    ones channel) keeps gain 1: amplified, the INT8 step of its head weights, set by the other
+    channels, would multiply the constant at every pixel (most of a dB on Set5 x2 before QAT)."""
+    layers, gains = relu_layers(model, INT8_FORM), []
     for x, _ in zip(layer_outputs(layers, lr_batch), layers[:-1]):
-        widest = x.amax(dim=(0, 2, 3))
-        gains.append(torch.where(widest > 1e-3 * widest.max(), widest.max() / widest, torch.ones_like(widest)))
+        widest, narrowest = x.amax(dim=(0, 2, 3)), x.amin(dim=(0, 2, 3))
+        varies = (widest > 1e-3 * widest.max()) & (widest > narrowest)
+        gains.append(torch.where(varies, widest.max() / widest, torch.ones_like(widest)))
     return gains
 
 
 class QuantSim(nn.Module):
-    """The INT8 deployment graph (conv + ReLU layers of split_relu_layers with channel gains `balance`,
+    """The INT8 deployment graph (conv + ReLU layers of relu_layers with channel gains `balance`,
     conv head + depth_to_space) with the runtimes' quantization simulated after every layer, computed
     from `model`'s parameters."""
 
     def __init__(self, model: FSRCNN, calibration: torch.Tensor, balance: list[torch.Tensor] | None = None):
         super().__init__()
         self.model, self.calibration, self.balance = model, calibration, balance
-        self.ranges = nn.ModuleList(DeploymentRanges() for _ in split_relu_layers(model))
+        self.ranges = nn.ModuleList(DeploymentRanges() for _ in relu_layers(model, INT8_FORM))
         self.calibrate()
 
     @torch.no_grad()
     def calibrate(self) -> None:
         """Set every activation range as the runtimes' min-max calibration would, on the float graph."""
-        layers = split_relu_layers(self.model, self.balance)
+        layers = relu_layers(self.model, INT8_FORM, self.balance)
         for x, limits in zip(layer_outputs(layers, self.calibration), self.ranges):
             limits.lo.fill_(min(float(x.min()), 0.0)), limits.hi.fill_(max(float(x.max()), 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *_, x = layer_outputs(split_relu_layers(self.model, self.balance), x, fake_quant_weight, self.ranges)
+        *_, x = layer_outputs(relu_layers(self.model, INT8_FORM, self.balance), x, fake_quant_weight, self.ranges)
         return F.pixel_shuffle(x, self.model.config.scale)
 
 

@@ -16,43 +16,98 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.files import write_atomic
-from training.model import FSRCNN, deconv_to_subpixel, split_relu_layers
+from training.model import FSRCNN, deconv_to_subpixel, relu_layers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation chatter
 
 
-def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None):
+FORMS = ("prelu", "folded-relu", "split-relu")
+SUPERPIXEL = 2  # the INT8 forms' first conv (and x2 head) run once per 2x2 block of LR pixels
+
+
+def superpixel_layers(scale: int) -> tuple[int, ...]:
+    """Which convs of an INT8 form run on superpixels: the first (1 input channel) always, the head
+    only at x2 (4 outputs). The x3 and x4 heads already emit 9 and 16 channels, and on superpixels
+    their 5x5 and 3x3 kernels would cost 1.4x and 4x the MACs (the x4 one measured slower)."""
+    return (0, -1) if scale == 2 else (0,)
+
+
+def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The same 'same'-padded k x k conv (OIHW `weight`, k <= 5) as a 6x6 stride-2 'SAME' conv that emits
+    each 2x2 block's four outputs as channels: HWIO kernel and bias in TF's depth order, so
+    depth_to_space(2) of its output is the conv's output (depth_to_space(2 * subpixel) for a head whose
+    channels are pixel_shuffle's subpixels).
+
+    Why: XNNPACK's INT8 convs are slow for 1 input channel (the first conv, 25 MACs per output) and for
+    4 output channels (the x2 head). Per block this conv has 36 taps and 4x the outputs. Each output
+    channel holds the very taps of one original output channel, so its per-channel INT8 weights and its
+    sums are the original's. Exact for even sizes (the runtime pads odd ones).
+    """
+    out_ch, in_ch, k, _ = weight.shape
+    radius, block = k // 2, SUPERPIXEL
+    if radius > 2:
+        raise ValueError(f"a {k}x{k} conv does not fit a 6x6 superpixel conv")
+    kernel = np.zeros((6, 6, in_ch, block * block * out_ch), np.float32)
+    order = np.arange(block * block * out_ch).reshape(block, block, out_ch)  # (py, px, o) -> depth
+    if subpixel > 1:  # o = sy * S + sx goes to depth (py * S + sy) * 2S + (px * S + sx)
+        sy, sx = np.divmod(np.arange(out_ch), subpixel)
+        order = np.array([[(py * subpixel + sy) * block * subpixel + px * subpixel + sx for px in range(block)]
+                          for py in range(block)])
+    for py in range(block):
+        for px in range(block):  # output (2i + py, 2j + px) reads input (2i + py + ky, ...): window row py + ky + 2
+            for ky in range(-radius, radius + 1):
+                for kx in range(-radius, radius + 1):
+                    kernel[py + ky + 2, px + kx + 2, :, order[py, px]] = weight[:, :, ky + radius, kx + radius]
+    full_bias = np.zeros(block * block * out_ch, np.float32)
+    full_bias[order.reshape(-1)] = np.tile(bias, block * block)
+    return kernel, full_bias
+
+
+def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, superpixel: bool = True):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
     form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
-    form (Keras') the converter fuses into a PRELU op. form "split-relu": every layer conv + ReLU
-    (training.model.split_relu_layers, with its channel gains `balance`), the form XNNPACK runs as
-    one INT8 graph.
+    form (Keras') the converter fuses into a PRELU op. "folded-relu" and "split-relu": every layer
+    conv + ReLU (training.model.relu_layers, with its channel gains `balance`), the forms XNNPACK runs
+    as one INT8 graph, the convs of superpixel_layers on 2x2 superpixels (superpixel_conv, which then
+    needs even H and W) unless `superpixel` is False.
     """
     import tensorflow as tf
 
-    def const(weight, bias):
-        return (tf.constant(weight.detach().permute(2, 3, 1, 0).contiguous().numpy()),
-                tf.constant(bias.detach().contiguous().numpy()))
+    def hwio(weight):
+        return weight.detach().permute(2, 3, 1, 0).contiguous().numpy()
 
     scale = model.config.scale
     if form == "prelu":
         layers = list(model.body)
-        stages = [(const(c.weight, c.bias), tf.constant(-p.weight.detach().numpy().reshape(1, 1, -1)))
+        stages = [(hwio(c.weight), c.bias.detach().numpy(), -p.weight.detach().numpy().reshape(1, 1, -1))
                   for c, p in zip(layers[0::2], layers[1::2])]
-        head = const(*deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))
-    elif form == "split-relu":
-        *body, head = [const(w, b) for w, b in split_relu_layers(model, balance)]
-        stages = [(params, None) for params in body]
+        head = [hwio(w) if i == 0 else w.detach().numpy()
+                for i, w in enumerate(deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))]
+    elif form in ("folded-relu", "split-relu"):
+        oihw = [(w.detach().numpy(), b.detach().numpy()) for w, b in relu_layers(model, form.split("-")[0], balance)]
+        *body, head = [(w.transpose(2, 3, 1, 0).copy(), b) for w, b in oihw]
+        stages = [(w, b, None) for w, b in body]
     else:
-        raise ValueError(f"form must be prelu or split-relu, not {form!r}")
+        raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+    first = last = None
+    if form != "prelu" and superpixel:
+        first, stages = superpixel_conv(*oihw[0]), stages[1:]
+        if -1 in superpixel_layers(scale):
+            last = superpixel_conv(*oihw[-1], subpixel=scale)
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32, name="lr")])
     def serve(x):
-        for (w, b), neg_alpha in stages:
+        if first is not None:
+            x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, first[0], SUPERPIXEL, "SAME"), first[1]))
+            x = tf.nn.depth_to_space(x, SUPERPIXEL)
+        for w, b, neg_alpha in stages:
             x = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
             x = tf.nn.relu(x) if neg_alpha is None else tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
+        if last is not None:
+            x = tf.nn.bias_add(tf.nn.conv2d(x, last[0], SUPERPIXEL, "SAME"), last[1])
+            return tf.nn.depth_to_space(x, SUPERPIXEL * scale)
         x = tf.nn.bias_add(tf.nn.conv2d(x, head[0], 1, "SAME"), head[1])
         return tf.nn.depth_to_space(x, scale)
 
@@ -60,13 +115,14 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None)
 
 
 def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | None = None,
-            io_dtype: str = "uint8", form: str | None = None, balance: list | None = None) -> Path:
+            io_dtype: str = "uint8", form: str | None = None, balance: list | None = None,
+            superpixel: bool = True) -> Path:
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
     calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
-    for FP32 (fastest under XNNPACK) and split ReLU for INT8 (one XNNPACK INT8 graph)."""
+    for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one XNNPACK INT8 graph)."""
     import tensorflow as tf
 
-    serve = tf_function(model, form or ("split-relu" if precision == "int8" else "prelu"), balance)
+    serve = tf_function(model, form or ("folded-relu" if precision == "int8" else "prelu"), balance, superpixel)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])

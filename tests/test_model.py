@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from training.model import (
-    PRESETS, SCALES, CheckpointError, FSRCNN, FSRCNNSplitReLU, FSRCNNSubpixel, load_weights, split_relu_layers,
+    PRESETS, RELU_FORMS, SCALES, CheckpointError, FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel, load_weights, relu_layers,
     macs_per_lr_pixel, preset, save_weights, subpixel_kernel_size,
 )
 
@@ -34,22 +34,32 @@ def test_conv_plus_pixel_shuffle_equals_the_9x9_deconvolution(scale):
         assert (model.forward_subpixel(x) - reference).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("form", RELU_FORMS)
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("scale", SCALES)
-def test_split_relu_int8_form_equals_the_prelu_model(name, scale):
+def test_int8_relu_forms_equal_the_prelu_model_border_included(form, name, scale):
     model = random_model(name, scale)
     for module in model.body:
         if isinstance(module, torch.nn.PReLU):
             torch.nn.init.uniform_(module.weight, -0.5, 1.5)  # any slope, negative ones included
+        else:
+            torch.nn.init.normal_(module.bias, std=0.1)  # the folded form carries biases across layers
+    torch.nn.init.normal_(model.deconv.bias, std=0.1)
     x = torch.rand(1, 1, 15, 22)
     with torch.no_grad():
-        split = FSRCNNSplitReLU(model)
-        assert all(isinstance(m, torch.nn.Conv2d) for m in split.convs)
+        relu_form = FSRCNNReLUForm(model, form)
+        assert all(isinstance(m, torch.nn.Conv2d) for m in relu_form.convs)
         reference = model(x)
-        assert (split(x) - reference).abs().max() / reference.abs().max() < 1e-5
-        gains = [torch.empty(w.shape[0]).uniform_(0.2, 5) for w, _ in split_relu_layers(model)[:-1]]
-        balanced = FSRCNNSplitReLU(model, gains)  # every hidden channel rescaled: still the same function
+        assert (relu_form(x) - reference).abs().max() / reference.abs().max() < 1e-5
+        gains = [torch.empty(w.shape[0]).uniform_(0.2, 5) for w, _ in relu_layers(model, form)[:-1]]
+        balanced = FSRCNNReLUForm(model, form, gains)  # every hidden channel rescaled: still the same function
         assert (balanced(x) - reference).abs().max() / reference.abs().max() < 1e-5
+
+
+def test_folded_form_executes_fewer_macs_than_the_split_form():
+    model = random_model("fsrcnn-s", 2)
+    macs = {form: sum(w.numel() for w, _ in relu_layers(model, form)) for form in RELU_FORMS}
+    assert macs == {"split": 10180, "folded": 7870}
 
 
 def test_subpixel_training_path_gives_the_deconvolution_the_same_gradients():

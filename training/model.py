@@ -166,31 +166,76 @@ class FSRCNNSubpixel(nn.Module):
         return self.head(self.body(x))
 
 
-def split_relu_layers(model: FSRCNN, balance: list[torch.Tensor] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, bias) of each conv of the INT8 deployment form, computed (differentiably) from `model`.
+RELU_FORMS = ("folded", "split")
 
-    PReLU(z) = relu(z) - alpha * relu(-z). So each conv emits [z, -z] (weights stacked with their
-    negation) followed by a plain ReLU, and the next conv takes both halves with weights
-    [W, -W * alpha]. The last entry is the conv + depth_to_space head. Exact in FP32; every layer
-    becomes conv + ReLU, which INT8 runtimes fuse, where a per-channel PReLU stays float (ONNX
-    Runtime) or splits the XNNPACK graph (LiteRT).
+
+def _prelu_parts(model: FSRCNN):
+    layers = list(model.body)
+    convs, prelus = layers[0::2], layers[1::2]
+    return [c.weight for c in convs], [c.bias for c in convs], [p.weight for p in prelus]
+
+
+def _pos_neg(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv that emits [z, -z]: after a ReLU, both halves of a PReLU's input."""
+    return torch.cat([weight, -weight]), torch.cat([bias, -bias])
+
+
+def _reads_split(weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Weights that read PReLU(z) = relu(z) - alpha * relu(-z) from the [relu(z), relu(-z)] halves."""
+    return torch.cat([weight, -weight * alpha.view(1, -1, 1, 1)], dim=1)
+
+
+def _split_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    weights, biases, alphas = _prelu_parts(model)
+    head_w, head_b = deconv_to_subpixel(model.deconv.weight, model.deconv.bias, model.config.scale)
+    out = [_pos_neg(weights[0], biases[0])]
+    for i in range(1, len(weights)):
+        out.append(_pos_neg(_reads_split(weights[i], alphas[i - 1]), biases[i]))
+    out.append((_reads_split(head_w, alphas[-1]), head_b))
+    return out
+
+
+def _folded_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    weights, biases, alphas = _prelu_parts(model)
+    head_w, head_b = deconv_to_subpixel(model.deconv.weight, model.deconv.bias, model.config.scale)
+    out = _split_layers(model)[:-2]  # feature, shrink and mapping layers as in the split form
+    # expand: relu(z_e), its own input passed through (the head's linear path), and a ones channel
+    split_in = _reads_split(weights[-1], alphas[-2])
+    copy = torch.eye(split_in.shape[1], dtype=head_w.dtype, device=head_w.device)[:, :, None, None]
+    out.append((torch.cat([split_in, copy, copy.new_zeros(1, len(copy), 1, 1)]),
+                torch.cat([biases[-1], copy.new_zeros(len(copy)), copy.new_ones(1)])))
+    # head: (1 - alpha_e) relu(z_e), plus alpha_e z_e = alpha_e (W_e p + b_e) with the expand composed in
+    scaled = head_w * alphas[-1].view(1, -1, 1, 1)
+    through = torch.einsum("ojkl,ji->oikl", scaled, weights[-1][:, :, 0, 0])
+    ones = torch.einsum("ojkl,j->okl", scaled, biases[-1])[:, None]
+    out.append((torch.cat([head_w * (1 - alphas[-1]).view(1, -1, 1, 1), _reads_split(through, alphas[-2]), ones], dim=1),
+                head_b))
+    return out
+
+
+def relu_layers(model: FSRCNN, form: str = "folded",
+                balance: list[torch.Tensor] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of each conv of an INT8 deployment form: every layer conv + ReLU, the last the
+    conv + depth_to_space head; computed (differentiably) from `model` and exact in FP32.
+
+    INT8 runtimes fuse conv + ReLU, where a per-channel PReLU stays float (ONNX Runtime) or splits the
+    XNNPACK graph (LiteRT). Both forms use PReLU(z) = relu(z) - alpha * relu(-z):
+    - "split": every conv emits [z, -z] and the next reads both halves ([W, -W * alpha]); twice the
+      channels in and out of every conv.
+    - "folded": as "split" up to the mapping layers; then the expand's PReLU(z) = alpha z + (1 - alpha)
+      relu(z), its linear part composed into the head: the 1x1 expand passes its input through, plus a
+      ones channel that carries its bias exactly up to the image border, and emits relu(z) alone. The
+      head, the widest conv, reads d + 2s + 1 channels instead of 2d. (Folding the shrink's linear path
+      onto the input as well saves a little more arithmetic, but lost more to INT8 in QAT trials.)
 
     `balance` (one positive vector per hidden layer) multiplies each hidden channel's conv by a
     gain and divides the next conv's weights for that channel by it: exact, since ReLU commutes
     with a positive scale. INT8 activations share one scale per tensor; gains that give every
     channel the same range let that one scale fit them all (quantize.qat.balance_gains).
     """
-    layers = list(model.body)
-    convs, prelus = layers[0::2], layers[1::2]
-    head_w, head_b = deconv_to_subpixel(model.deconv.weight, model.deconv.bias, model.config.scale)
-    out, alpha = [], None
-    for conv, weight, bias in [(c, c.weight, c.bias) for c in convs] + [(None, head_w, head_b)]:
-        if alpha is not None:
-            weight = torch.cat([weight, -weight * alpha.view(1, -1, 1, 1)], dim=1)
-        if conv is not None:
-            weight, bias = torch.cat([weight, -weight]), torch.cat([bias, -bias])
-            alpha = prelus[len(out)].weight
-        out.append((weight, bias))
+    if form not in RELU_FORMS:
+        raise ValueError(f"form must be one of {RELU_FORMS}, not {form!r}")
+    out = _folded_layers(model) if form == "folded" else _split_layers(model)
     for i, gain in enumerate(balance or []):
         (weight, bias), (following, following_bias) = out[i], out[i + 1]
         out[i] = (weight * gain.view(-1, 1, 1, 1), bias * gain)
@@ -198,14 +243,14 @@ def split_relu_layers(model: FSRCNN, balance: list[torch.Tensor] | None = None) 
     return out
 
 
-class FSRCNNSplitReLU(nn.Module):
-    """The same trained FSRCNN in its INT8 deployment form (see split_relu_layers)."""
+class FSRCNNReLUForm(nn.Module):
+    """The same trained FSRCNN in an INT8 deployment form (see relu_layers)."""
 
-    def __init__(self, model: FSRCNN, balance: list[torch.Tensor] | None = None):
+    def __init__(self, model: FSRCNN, form: str = "folded", balance: list[torch.Tensor] | None = None):
         super().__init__()
         self.config = model.config
         self.convs = nn.ModuleList()
-        for weight, bias in split_relu_layers(model, balance):
+        for weight, bias in relu_layers(model, form, balance):
             conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=weight.shape[-1] // 2)
             with torch.no_grad():
                 conv.weight.copy_(weight)
