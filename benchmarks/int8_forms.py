@@ -1,7 +1,7 @@
-"""Why the INT8 TFLite artifacts use the folded-ReLU form with superpixel ends: model-only speed of one
-checkpoint converted to INT8 with native PReLU ops, in the split-ReLU form, in the folded-ReLU form and
-in that with its first and last convs on 2x2 superpixels, as ratios to its FP32 conversion in the same
-run, with the executed MACs of each form and the ops LiteRT runs.
+"""Why the INT8 TFLite artifacts use the folded-ReLU form with a superpixel head: model-only speed of one
+x2 checkpoint converted to INT8 with native PReLU ops, in the split-ReLU form, in the folded-ReLU form and
+in that with its head on 2x2 superpixels (quantize.tflite_export.superpixel_layers), as ratios to its FP32
+conversion in the same run, with the executed MACs of each form and the ops LiteRT runs.
 
     python benchmarks/int8_forms.py          # writes results/int8_forms.json (needs the [quantize] extra)
 """
@@ -27,7 +27,7 @@ from training.model import load_weights  # noqa: E402
 FORMS = [("fp32 prelu", "fp32", "prelu", False, "subpixel"), ("int8 prelu", "int8", "prelu", False, "subpixel"),
          ("int8 split-relu", "int8", "split-relu", False, "split-relu"),
          ("int8 folded-relu", "int8", "folded-relu", False, "folded-relu"),
-         ("int8 folded-relu superpixel", "int8", "folded-relu", True, "folded-relu")]
+         ("int8 folded-relu, superpixel head", "int8", "folded-relu", True, "folded-relu")]
 
 
 def main() -> int:

@@ -23,14 +23,15 @@ logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation
 
 
 FORMS = ("prelu", "folded-relu", "split-relu")
-SUPERPIXEL = 2  # the INT8 forms' first conv (and x2 head) run once per 2x2 block of LR pixels
+SUPERPIXEL = 2  # the INT8 x2 head runs once per 2x2 block of LR pixels
 
 
 def superpixel_layers(scale: int) -> tuple[int, ...]:
-    """Which convs of an INT8 form run on superpixels: the first (1 input channel) always, the head
-    only at x2 (4 outputs). The x3 and x4 heads already emit 9 and 16 channels, and on superpixels
-    their 5x5 and 3x3 kernels would cost 1.4x and 4x the MACs (the x4 one measured slower)."""
-    return (0, -1) if scale == 2 else (0,)
+    """Which convs of an INT8 form run on superpixels: the head at x2 only, where it has 4 outputs.
+    Measured (model-only, LiteRT, 2 threads): the x2 head on superpixels gains 1.25x to 1.4x. The first
+    conv on superpixels lost 15% to 35% at every scale: its 2d outputs become 8d, and depth_to_space
+    moves the widest tensor. The x3 and x4 heads already emit 9 and 16 channels."""
+    return (-1,) if scale == 2 else ()
 
 
 def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -39,10 +40,10 @@ def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> 
     depth_to_space(2) of its output is the conv's output (depth_to_space(2 * subpixel) for a head whose
     channels are pixel_shuffle's subpixels).
 
-    Why: XNNPACK's INT8 convs are slow for 1 input channel (the first conv, 25 MACs per output) and for
-    4 output channels (the x2 head). Per block this conv has 36 taps and 4x the outputs. Each output
-    channel holds the very taps of one original output channel, so its per-channel INT8 weights and its
-    sums are the original's. Exact for even sizes (the runtime pads odd ones).
+    Why: XNNPACK's INT8 convs are slow with 4 output channels (the x2 head); per block this conv has 36
+    taps and 4x the outputs. Each output channel holds the very taps of one original output channel, so
+    its per-channel INT8 weights and its sums are the original's. Exact for even sizes (the runtime pads
+    odd ones).
     """
     out_ch, in_ch, k, _ = weight.shape
     radius, block = k // 2, SUPERPIXEL
@@ -93,7 +94,8 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     first = last = None
     if form != "prelu" and superpixel:
-        first, stages = superpixel_conv(*oihw[0]), stages[1:]
+        if 0 in superpixel_layers(scale):
+            first, stages = superpixel_conv(*oihw[0]), stages[1:]
         if -1 in superpixel_layers(scale):
             last = superpixel_conv(*oihw[-1], subpixel=scale)
 
