@@ -85,9 +85,8 @@ class LiteRTUpscaler(Upscaler):
     Full-integer artifacts take int8/uint8 input: the quantization parameters from the
     model map Y/255 onto it, and the output back to 0..255. A graph that runs on 2x2 superpixels
     (quantize.tflite_export.superpixel_conv) needs even sizes: when a probe shows it does not keep
-    odd ones, odd frames get their last row/column repeated and the output is cropped back. Measured
-    on Set5/Set14 (odd LR sizes at every scale): within 0.006 dB of the PyTorch model, where a zero
-    row cost up to 0.13 dB.
+    odd ones, odd frames get their last row/column repeated and the output is cropped back (a zero
+    row instead would be a dark edge the net sharpens into the last real row).
     """
 
     backend = "litert"
