@@ -5,6 +5,7 @@
 #   python scripts/pack_y_dataset.py ../shared/datasets .data T91 BSD200 Set5   # here, then carry .data
 #   OUT=/some/dir MINUTES=7 RUN=gpu3 scripts/train_on_gpu.sh                    # there
 #
+# BATCH, LR and EVAL_EVERY set the run; MPS=0 keeps the CUDA MPS daemon off.
 # RUN names the run folder (runs/$RUN/<id>/log.csv); scripts/plot_curves.py chains gpu1, gpu2, ... in order.
 # Every 45 s, and at the end, the new weights, the run folders (for --resume) and the logs are packed
 # into $OUT/gpu_run.tgz (written to a temp name, then renamed), so a cut-off run still returns them.
@@ -22,6 +23,22 @@ mkdir -p logs "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
+# Six small processes on one GPU are time-sliced unless the CUDA MPS daemon lets their kernels run
+# side by side. Start it where it exists and works; otherwise train without it.
+if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && timeout 60 "$PY" -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+    echo "MPS: on"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    echo "MPS: failed to start; training without it"
+  fi
+else
+  echo "MPS: off"
+fi
+
 pack() {
   tar czf "$OUT/gpu_run.tgz.tmp" training/weights runs logs 2>/dev/null && mv "$OUT/gpu_run.tgz.tmp" "$OUT/gpu_run.tgz"
 }
@@ -37,7 +54,9 @@ done
 while sleep 45; jobs -r | grep -q .; do
   pack
   for f in "runs/$RUN"/*/log.csv; do echo "$f: $(tail -n 1 "$f")"; done
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader 2>/dev/null
 done
 wait
 pack
+[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 for f in logs/gpu_*.log; do echo "== $f"; tail -n 3 "$f"; done
