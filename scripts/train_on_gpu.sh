@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 [ -d "${EDGE_SR_DATA:-.data}/T91" ] || { echo "train_on_gpu.sh: error: no ${EDGE_SR_DATA:-.data}/T91 (see the header for how to pack the data)" >&2; exit 2; }
 PY=${PY:-python3}
 MINUTES=${MINUTES:-7}
-BATCH=${BATCH:-512}  # with MPS, 512 gave 2.2x the patches per second of 256 without; 1024 no more
+BATCH=${BATCH:-512}  # gpu3 (MPS, 512): 2.2x the patches per second of gpu1 (no MPS, 256); 1024 gave no more
 LR=${LR:-1e-3}
 RUN=${RUN:-gpu}
 export EDGE_SR_DATA=${EDGE_SR_DATA:-.data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
