@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_runtime.files import write_atomic, write_json
+from edge_runtime.files import sha256, write_atomic, write_json
 from edge_runtime.metrics import bicubic_upscale, evaluate_set, load_eval_set
 from training.data import DataError, resolve_data_dir, set_folder
 from training.model import PRESETS, SCALES, CheckpointError, load_weights, model_id
@@ -49,7 +49,7 @@ def evaluate(checkpoints: list[Path], data_dir: Path, sets: list[str]) -> dict:
     for path in checkpoints:
         model = load_weights(path)
         scale = model.config.scale
-        entry = {"checkpoint": str(path), "scale": scale, "config": model.config.to_dict()}
+        entry = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "scale": scale, "config": model.config.to_dict()}
         for name in sets:
             scores = evaluate_set(torch_upscaler(model), pairs(name, scale), scale)
             entry[name] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4)}
