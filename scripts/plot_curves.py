@@ -18,6 +18,8 @@ PHASES = ["scratch", "deconv", "all"]
 def gpu_phases() -> list[str]:
     names = {log.stem.split("_", 1)[0] for log in LOGS.glob("gpu*_*.csv")}
     return sorted(names, key=lambda name: int(name[3:] or 0) if name[3:].isdigit() else -1)
+
+
 COLORS = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#6a4c93", "#1982c4", "#8ac926"]
 
 
