@@ -58,7 +58,7 @@ def svg(curves: dict[str, list[tuple[int, float]]], width=760, height=420) -> st
         color = COLORS[i % len(COLORS)]
         path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
-        parts.append(f'<text x="{width - pad - 140}" y="{pad + 16 * i}" fill="{color}">{name} ({points[-1][1]:.2f})</text>')
+        parts.append(f'<text x="{width - pad - 140}" y="{pad + 16 * i}" fill="{color}">{name} (best {max(v for _, v in points):.2f})</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
