@@ -67,6 +67,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/training_speed.py
 	$(PY) benchmarks/artifacts.py
 	$(PY) benchmarks/int8_forms.py
+	$(PY) benchmarks/int8_layer_costs.py
 	$(PY) benchmarks/stream_targets.py --opencv-models $(PEERS)
 	$(PY) scripts/update_readme.py
 

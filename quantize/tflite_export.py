@@ -122,9 +122,15 @@ def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | Non
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
     calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
     for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one XNNPACK INT8 graph)."""
+    serve = tf_function(model, form or ("folded-relu" if precision == "int8" else "prelu"), balance, superpixel)
+    return convert_function(serve, path, precision, patches, io_dtype)
+
+
+def convert_function(serve, path: Path, precision: str, patches: np.ndarray | None = None,
+                     io_dtype: str = "uint8") -> Path:
+    """Write `path` (.tflite) from a tf.function of one NHWC float input (convert's converter settings)."""
     import tensorflow as tf
 
-    serve = tf_function(model, form or ("folded-relu" if precision == "int8" else "prelu"), balance, superpixel)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])

@@ -104,8 +104,22 @@ def int8_forms_table() -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def int8_layer_costs_table() -> str | None:
+    data = load("int8_layer_costs.json")
+    if not data:
+        return None
+    lines = [f"Machine: `{data['machine']['device']}`, {data['model']}, {data['threads']} threads, LR {data['size']}. "
+             "Model-only, median of interleaved runs (all runs in brackets).", "",
+             "| variant | fps | ms per frame | vs shipped shapes |", "|---" * 4 + "|"]
+    for r in data["rows"]:
+        runs = ", ".join(f"{v:.1f}" for v in r["runs"])
+        lines.append(f"| {r['variant']} | {r['fps']:.1f} ({runs}) | {r['ms']:.1f} | {r['vs_shipped_shapes']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": stream_table,
-          "artifacts": artifact_table, "training": training_table, "int8_forms": int8_forms_table}
+          "artifacts": artifact_table, "training": training_table, "int8_forms": int8_forms_table,
+          "int8_layer_costs": int8_layer_costs_table}
 
 
 def main(readme: str = "README.md") -> int:
