@@ -100,9 +100,10 @@ def open_model(path: Path, scale: int, threads: int, backend: str | None = None)
 
 def default_workers(threads: int) -> int:
     """One single-threaded SR worker per thread, taking frames in turn. Measured end to end with 2
-    threads (benchmarks/stream_targets.py, results/stream_targets.json): two workers ran as fast as one
-    two-threaded interpreter or faster for every shipped x2 artifact, FP32 and INT8 alike (up to 1.2x);
-    one interpreter waits on its slower thread while capture and output hold a core."""
+    threads (benchmarks/stream_targets.py, results/stream_targets.json): two workers beat one two-threaded
+    interpreter for most shipped x2 artifacts, FP32 and INT8 alike, in every run; the exceptions change
+    from run to run within the runs' spread. One interpreter waits on its slower thread while capture and
+    output hold a core."""
     return threads
 
 

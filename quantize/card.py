@@ -64,7 +64,7 @@ def executed_macs_per_lr_pixel(module: torch.nn.Module, superpixel: bool = False
     if superpixel:
         for i in superpixel_layers(module.config.scale):
             out_ch, in_ch = convs[i].weight.shape[:2]
-            macs[i] = 9 * SUPERPIXEL * SUPERPIXEL * in_ch * out_ch
+            macs[i] = 6 * 6 * (SUPERPIXEL * SUPERPIXEL * out_ch) * in_ch // (SUPERPIXEL * SUPERPIXEL)
     return sum(macs)
 
 

@@ -28,9 +28,10 @@ SUPERPIXEL = 2  # the INT8 x2 head runs once per 2x2 block of LR pixels
 
 def superpixel_layers(scale: int) -> tuple[int, ...]:
     """Which convs of an INT8 form run on superpixels: the head at x2 only, where it has 4 outputs.
-    Measured (model-only, LiteRT, 2 threads): the x2 head on superpixels gains 1.25x to 1.4x. The first
-    conv on superpixels lost 15% to 35% at every scale: its 2d outputs become 8d, and depth_to_space
-    moves the widest tensor. The x3 and x4 heads already emit 9 and 16 channels."""
+    Measured (model-only, LiteRT, 2 threads): the x2 head on superpixels gains 1.2x to 1.4x
+    (benchmarks/int8_forms.py). The first conv on superpixels lost 15% to 35% at every scale: its 2d
+    outputs become 8d, and depth_to_space moves the widest tensor. The x3 and x4 heads already emit 9
+    and 16 channels."""
     return (-1,) if scale == 2 else ()
 
 
