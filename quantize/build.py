@@ -39,8 +39,8 @@ EVAL_SETS = ("Set5", "Set14")
 # FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): ONNX Runtime runs the
 # 9x9 ConvTranspose faster than conv + DepthToSpace; LiteRT's TRANSPOSE_CONV is the slow one there, and
 # TF's padding would shift it. INT8 artifacts use the folded-ReLU form (training.model.relu_layers), which
-# both INT8 runtimes run without float fallbacks; on LiteRT with the x2 head on superpixels
-# (benchmarks/int8_forms.py, results/int8_forms.json).
+# both INT8 runtimes run without float fallbacks; on LiteRT with the first conv on rows and the x2 head on
+# superpixels (tflite_export.REWRITES; benchmarks/int8_forms.py, results/int8_forms.json).
 FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
 INT8_HEAD = f"{INT8_FORM}-relu"
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
@@ -128,7 +128,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                 if precision == "int8":
                     extra["fp32_reference"] = made[f"{fmt} fp32"]["quality"]
                 write_card(target, source, precision=precision, head=head, quality=quality,
-                           superpixel=fmt == "tflite" and precision == "int8",
+                           rewrites=tflite_export.REWRITES if fmt == "tflite" and precision == "int8" else (),
                            checkpoint=checkpoint, extra=extra)
                 made[step] = {"artifact": target.name, "quality": quality}
                 bar.update(1)

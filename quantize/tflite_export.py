@@ -24,15 +24,34 @@ logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation
 
 FORMS = ("prelu", "folded-relu", "split-relu")
 SUPERPIXEL = 2  # the INT8 x2 head runs once per 2x2 block of LR pixels
+# Exact rewrites of the INT8 ReLU forms for XNNPACK: the first conv on rows (rows_as_channels), the convs of
+# superpixel_layers on 2x2 superpixels (superpixel_conv)
+REWRITES = ("rows", "superpixel")
 
 
 def superpixel_layers(scale: int) -> tuple[int, ...]:
     """Which convs of an INT8 form run on superpixels: the head at x2 only, where it has 4 outputs.
     Measured (model-only, LiteRT, 2 threads): the x2 head on superpixels gains 1.2x to 1.4x
     (benchmarks/int8_forms.py). The first conv on superpixels lost 15% to 35% at every scale: its 2d
-    outputs become 8d, and depth_to_space moves the widest tensor. The x3 and x4 heads already emit 9
-    and 16 channels."""
+    outputs become 8d, and depth_to_space moves the widest tensor (it runs on rows instead:
+    rows_as_channels). The x3 and x4 heads already emit 9 and 16 channels."""
     return (-1,) if scale == 2 else ()
+
+
+def rows_as_channels(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 'same'-padded k x k conv of a one-channel input (HWIO `kernel`, k x k x 1 x C) as two convs: a
+    1 x k conv with one-hot weights that copies each pixel's k row neighbours into k channels, then a
+    k x 1 conv over those channels. Returns both HWIO kernels.
+
+    Why: XNNPACK's INT8 convs pad each tap's input channels to a multiple of 8, so a 5x5 conv of one
+    channel does 8x its MACs; on rows the 25 taps are 5 taps of 5 channels. Exact in INT8 as in float:
+    a one-hot channel's weight quantizes to exactly 127 with scale 1/127, the copies' calibrated range
+    is the input's, so they hold the input's very int8 values, and the k x 1 conv's per-channel weights
+    are the k x k conv's weights, reordered."""
+    k, width, in_ch, out_ch = kernel.shape
+    if in_ch != 1 or k != width:
+        raise ValueError(f"rows_as_channels takes a square conv of one input channel, not {kernel.shape}")
+    return np.eye(k, dtype=np.float32).reshape(1, k, 1, k), kernel.reshape(k, 1, k, out_ch)
 
 
 def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -66,14 +85,15 @@ def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> 
     return kernel, full_bias
 
 
-def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, superpixel: bool = True):
+def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, rewrites: tuple = REWRITES):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
     form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
     form (Keras') the converter fuses into a PRELU op. "folded-relu" and "split-relu": every layer
     conv + ReLU (training.model.relu_layers, with its channel gains `balance`), the forms XNNPACK runs
-    as one INT8 graph, the convs of superpixel_layers on 2x2 superpixels (superpixel_conv, which then
-    needs even H and W) unless `superpixel` is False.
+    as one INT8 graph, with the `rewrites` (REWRITES) of those forms: "rows", the first conv on rows
+    (rows_as_channels); "superpixel", the convs of superpixel_layers on 2x2 superpixels (superpixel_conv,
+    which then needs even H and W).
     """
     import tensorflow as tf
 
@@ -93,18 +113,18 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
         stages = [(w, b, None) for w, b in body]
     else:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
-    first = last = None
-    if form != "prelu" and superpixel:
-        if 0 in superpixel_layers(scale):
-            first, stages = superpixel_conv(*oihw[0]), stages[1:]
-        if -1 in superpixel_layers(scale):
+    rows = last = None
+    if form != "prelu":
+        if "rows" in rewrites:
+            rows, first = rows_as_channels(stages[0][0])
+            stages[0] = (first, *stages[0][1:])
+        if "superpixel" in rewrites and -1 in superpixel_layers(scale):
             last = superpixel_conv(*oihw[-1], subpixel=scale)
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32, name="lr")])
     def serve(x):
-        if first is not None:
-            x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, first[0], SUPERPIXEL, "SAME"), first[1]))
-            x = tf.nn.depth_to_space(x, SUPERPIXEL)
+        if rows is not None:
+            x = tf.nn.conv2d(x, rows, 1, "SAME")
         for w, b, neg_alpha in stages:
             x = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
             x = tf.nn.relu(x) if neg_alpha is None else tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
@@ -119,11 +139,11 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
 
 def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | None = None,
             io_dtype: str = "uint8", form: str | None = None, balance: list | None = None,
-            superpixel: bool = True) -> Path:
+            rewrites: tuple = REWRITES) -> Path:
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
     calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
     for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one XNNPACK INT8 graph)."""
-    serve = tf_function(model, form or ("folded-relu" if precision == "int8" else "prelu"), balance, superpixel)
+    serve = tf_function(model, form or ("folded-relu" if precision == "int8" else "prelu"), balance, rewrites)
     return convert_function(serve, path, precision, patches, io_dtype)
 
 

@@ -120,10 +120,30 @@ def test_tflite_int8_is_integer_end_to_end_in_one_xnnpack_graph(int8_pair):
     _, _, tflite_int8, *_ = int8_pair
     report = tflite_export.op_report(tflite_int8)
     kinds = [op["op"] for op in report["ops"]]
-    assert kinds.count("CONV_2D") == 5 and "PRELU" not in kinds
+    assert kinds.count("CONV_2D") == 6 and "PRELU" not in kinds  # fsrcnn-s' 5 convs, the first on rows
     assert kinds.count("DELEGATE") == 1  # no op falls out of the XNNPACK INT8 partition
     for op in report["ops"]:
         assert "float32" not in op["dtypes"], op
+
+
+def test_first_conv_on_rows_gives_the_very_int8_output_of_the_square_conv(int8_pair, tmp_path):
+    model, _, tflite_int8, patches, gains = int8_pair
+    square = tflite_export.convert(model, tmp_path / "square.tflite", "int8", patches, balance=gains,
+                                   rewrites=tuple(r for r in tflite_export.REWRITES if r != "rows"))
+    y = real_lr()
+    on_rows, on_square = load_upscaler(tflite_int8, threads=1), load_upscaler(square, threads=1)
+    assert np.array_equal(on_rows.upscale(y), on_square.upscale(y))
+    assert np.array_equal(on_rows.upscale(y[:20, :31]), on_square.upscale(y[:20, :31]))
+
+
+def test_rows_as_channels_is_the_same_conv():
+    import tensorflow as tf
+
+    kernel = np.random.default_rng(0).standard_normal((5, 5, 1, 7)).astype(np.float32)
+    x = np.random.default_rng(1).random((1, 9, 13, 1)).astype(np.float32)
+    rows, column = tflite_export.rows_as_channels(kernel)
+    out = tf.nn.conv2d(tf.nn.conv2d(x, rows, 1, "SAME"), column, 1, "SAME").numpy()
+    assert np.abs(out - tf.nn.conv2d(x, kernel, 1, "SAME").numpy()).max() < 1e-5
 
 
 def test_tflite_fp32_keeps_fused_prelu(tmp_path):
