@@ -1,7 +1,8 @@
-"""Why the INT8 TFLite artifacts use the folded-ReLU form with a superpixel head: model-only speed of one
-x2 checkpoint converted to INT8 with native PReLU ops, in the split-ReLU form, in the folded-ReLU form and
-in that with its head on 2x2 superpixels (quantize.tflite_export.superpixel_layers), as ratios to its FP32
-conversion in the same run, with the executed MACs of each form and the ops LiteRT runs.
+"""Why the INT8 TFLite artifacts use the folded-ReLU form with a superpixel head and the first conv on rows:
+model-only speed of one x2 checkpoint converted to INT8 with native PReLU ops, in the split-ReLU form, in the
+folded-ReLU form, in that with its head on 2x2 superpixels (quantize.tflite_export.superpixel_layers) and
+with its first conv on rows as well (rows_as_channels), as ratios to its FP32 conversion in the same run,
+with the executed MACs of each form and the ops LiteRT runs.
 
     python benchmarks/int8_forms.py          # writes results/int8_forms.json (needs the [quantize] extra)
 """
@@ -23,11 +24,13 @@ from training.data import DataError, resolve_data_dir  # noqa: E402
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
 from training.model import load_weights  # noqa: E402
 
-# (label, precision, tf form, superpixel ends, head whose MACs that form executes)
-FORMS = [("fp32 prelu", "fp32", "prelu", False, "subpixel"), ("int8 prelu", "int8", "prelu", False, "subpixel"),
-         ("int8 split-relu", "int8", "split-relu", False, "split-relu"),
-         ("int8 folded-relu", "int8", "folded-relu", False, "folded-relu"),
-         ("int8 folded-relu, superpixel head", "int8", "folded-relu", True, "folded-relu")]
+# (label, precision, tf form, its LiteRT rewrites, head whose MACs that form executes)
+FORMS = [("fp32 prelu", "fp32", "prelu", (), "subpixel"), ("int8 prelu", "int8", "prelu", (), "subpixel"),
+         ("int8 split-relu", "int8", "split-relu", (), "split-relu"),
+         ("int8 folded-relu", "int8", "folded-relu", (), "folded-relu"),
+         ("int8 folded-relu, superpixel head", "int8", "folded-relu", ("superpixel",), "folded-relu"),
+         ("int8 folded-relu, superpixel head, first conv on rows", "int8", "folded-relu", ("superpixel", "rows"),
+          "folded-relu")]
 
 
 def main() -> int:
@@ -50,14 +53,14 @@ def main() -> int:
             model = load_weights(WEIGHTS_DIR / f"{ident}.pt")
             patches = calibration_patches(data_dir, model.config.scale)
             row = {"model": ident, "size": args.size, "threads": args.threads, "forms": {}}
-            for label, precision, form, superpixel, head in FORMS:
-                path = Path(tmp) / f"{ident}_{label.replace(' ', '_')}.tflite"
+            for i, (label, precision, form, rewrites, head) in enumerate(FORMS):
+                path = Path(tmp) / f"{ident}_form{i}.tflite"
                 tflite_export.convert(model, path, precision, patches if precision == "int8" else None, form=form,
-                                      superpixel=superpixel)
+                                      rewrites=rewrites)
                 fps = time_model(LiteRTUpscaler(path, threads=args.threads).run, size, args.seconds)
                 ops = [o["op"] for o in tflite_export.op_report(path)["ops"]]
                 row["forms"][label] = {"fps": round(fps, 2), "executed_macs_per_lr_pixel":
-                                       executed_macs_per_lr_pixel(deployable(model, head), superpixel),
+                                       executed_macs_per_lr_pixel(deployable(model, head), rewrites),
                                        "xnnpack_partitions": ops.count("DELEGATE"),
                                        "op_types": sorted(set(ops) - {"DELEGATE"})}
             base = row["forms"]["fp32 prelu"]["fps"]

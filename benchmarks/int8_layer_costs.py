@@ -2,14 +2,15 @@
 shapes, each as a ratio to those shapes themselves, timed in one process in interleaved rounds.
 
 The shapes come from the checkpoint's INT8 form (training.model.relu_layers with quantize.qat.INT8_FORM,
-the head on superpixels where quantize.tflite_export.superpixel_layers says so); the weights are random,
-so this measures speed only, never quality. Rows:
+the first conv on rows and the head on superpixels as quantize.tflite_export.REWRITES do); the weights are
+random, so this measures speed only, never quality. Rows:
 - "shipped artifact": the real INT8 artifact, to show that the random-weight stand-in times the same;
 - "shipped shapes";
+- "first conv k x k on one channel": the shapes before the rows rewrite;
 - "no mapping layers": what the m 3x3 mapping convs cost;
 - "narrow mapping layers": each mapping conv as a 3x3 conv to s channels with no ReLU, then a 1x1 conv
   emitting [relu(z), relu(-z)] (exact in float, fewer MACs, one more linear INT8 tensor per layer);
-- "first conv alone, N channels": the first conv and a 1x1 conv reading it, at the shipped 2d
+- "first conv alone, N channels": the first conv (on rows) and a 1x1 conv reading it, at the shipped 2d
   channels, at d + s and at d: what the first layer costs and how that follows its width.
 
     python benchmarks/int8_layer_costs.py    # writes results/int8_layer_costs.json (needs the [quantize] extra)
@@ -29,7 +30,8 @@ from benchmarks.common import machine, save, time_model  # noqa: E402
 from edge_runtime.backends import LiteRTUpscaler  # noqa: E402
 from edge_runtime.models import MODELS_DIR  # noqa: E402
 from quantize.qat import INT8_FORM  # noqa: E402
-from quantize.tflite_export import SUPERPIXEL, convert_function, superpixel_conv, superpixel_layers  # noqa: E402
+from quantize.tflite_export import (SUPERPIXEL, convert_function, rows_as_channels, superpixel_conv,  # noqa: E402
+                                    superpixel_layers)
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
 from training.model import CheckpointError, load_weights, relu_layers  # noqa: E402
 
@@ -56,16 +58,23 @@ def variants(model) -> dict[str, tuple[list, int]]:
     def layer(shape):
         return conv(shape[-1], shape[1], shape[0])
 
-    body_in = [layer(first), layer(shrink)]
+    def on_rows(k, width):
+        """The first conv as the rows rewrite runs it: one-hot 1 x k, then k x 1 over k channels."""
+        rows, column = rows_as_channels(conv(k, 1, width)[0])
+        return [(rows, np.zeros(k, np.float32), False, 1), (column, np.zeros(width, np.float32), True, 1)]
+
+    body_in = on_rows(first[-1], first[0]) + [layer(shrink)]
     body_out = [layer(expand), head_conv]
     narrow = [part for s in maps for part in (conv(s[-1], s[1], s[0] // 2, relu=False), conv(1, s[0] // 2, s[0]))]
     out = {
         "shipped shapes": (body_in + [layer(s) for s in maps] + body_out, block),
+        f"first conv {first[-1]}x{first[-1]} on one channel": ([layer(first), layer(shrink)] + [layer(s) for s in maps]
+                                                                + body_out, block),
         "no mapping layers": (body_in + body_out, block),
         "narrow mapping layers": (body_in + narrow + body_out, block),
     }
     for width in (first[0], c.d + c.s, c.d):
-        out[f"first conv alone, {width} channels"] = ([conv(first[-1], 1, width), conv(1, width, c.scale ** 2, False)],
+        out[f"first conv alone, {width} channels"] = (on_rows(first[-1], width) + [conv(1, width, c.scale ** 2, False)],
                                                        c.scale)
     return out
 
