@@ -98,7 +98,7 @@ def main() -> int:
     p.add_argument("--size", default="640x360")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=2.0)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     try:

@@ -14,8 +14,11 @@ from edge_runtime.metrics import evaluate_set, load_eval_set, rgb_to_y
 from edge_runtime.models import shipped
 from quantize import onnx_export, tflite_export
 from edge_runtime.files import sha256
+from quantize.build import CALIBRATION
+from quantize.calibration import calibration_patches
 from quantize.qat import QuantSim, balance_gains
-from training.model import SCALES, FSRCNN, preset
+from training.evaluate import WEIGHTS_DIR
+from training.model import SCALES, FSRCNN, load_weights, preset
 
 PARITY = 1e-5  # max abs difference on the 0..1 scale
 SIM_AGREEMENT_DB = 54  # QuantSim vs the INT8 runtimes (PSNR of one against the other)
@@ -204,6 +207,22 @@ def test_shipped_int8_loses_at_most_a_tenth_of_a_db_against_fp32_on_set5(data_di
     int8_psnr = evaluate_set(load_upscaler(artifact.path, 0).run, pairs, artifact.scale)["psnr"]
     fp32_psnr = evaluate_set(load_upscaler(fp32, 0).run, pairs, artifact.scale)["psnr"]
     assert int8_psnr >= fp32_psnr - INT8_MAX_LOSS_DB[artifact.scale], (int8_psnr, fp32_psnr)
+
+
+@pytest.mark.parametrize("artifact", [a for a in shipped() if a.precision == "int8" and a.backend == "litert"],
+                         ids=lambda a: a.name)
+def test_shipped_int8_tflite_is_bit_identical_to_its_graph_with_the_square_first_conv(data_dir, artifact, tmp_path):
+    """The rows rewrite changes speed only: the artifact against a fresh conversion of the same QAT weights
+    and calibration without it, on every Set5 image."""
+    weights = WEIGHTS_DIR / f"{artifact.family}_x{artifact.scale}_qat.pt"
+    tuned = load_weights(weights)
+    balance = [torch.tensor(g) for g in json.loads(weights.with_suffix(".json").read_text())["balance"]]
+    patches = calibration_patches(data_dir, artifact.scale, CALIBRATION["patches"], CALIBRATION["lr_patch"])
+    square = tflite_export.convert(tuned, tmp_path / "square.tflite", "int8", patches, balance=balance,
+                                   rewrites=tuple(r for r in tflite_export.REWRITES if r != "rows"))
+    on_rows, on_square = load_upscaler(artifact.path, threads=0), load_upscaler(square, threads=0)
+    for name, _, lr in load_eval_set(data_dir / "Set5", artifact.scale):
+        assert np.array_equal(on_rows.upscale(lr), on_square.upscale(lr)), name
 
 
 @pytest.mark.parametrize("artifact", shipped(), ids=lambda a: a.name)
