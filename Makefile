@@ -68,6 +68,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/artifacts.py
 	$(PY) benchmarks/int8_forms.py
 	$(PY) benchmarks/int8_layer_costs.py
+	$(PY) benchmarks/onnx_int8_heads.py
 	$(PY) benchmarks/stream_targets.py --opencv-models $(PEERS)
 	$(PY) scripts/update_readme.py
 

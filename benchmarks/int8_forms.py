@@ -1,6 +1,6 @@
 """Why the INT8 TFLite artifacts use the folded-ReLU form with a superpixel head and the first conv on rows:
 model-only speed of one x2 checkpoint converted to INT8 with native PReLU ops, in the split-ReLU form, in the
-folded-ReLU form, in that with its head on 2x2 superpixels (quantize.tflite_export.superpixel_layers) and
+folded-ReLU form, in that with its head on 2x2 superpixels (quantize.rewrites.superpixel_layers) and
 with its first conv on rows as well (rows_as_channels), as ratios to its FP32 conversion in the same run,
 with the executed MACs of each form and the ops LiteRT runs.
 
@@ -8,21 +8,17 @@ with the executed MACs of each form and the ops LiteRT runs.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, save, time_model  # noqa: E402
+from benchmarks.common import (calibration_dir, checkpoints_with_calibration, conversion_parser, machine,  # noqa: E402
+                               save, time_model)
 from edge_runtime.backends import LiteRTUpscaler  # noqa: E402
 from quantize import tflite_export  # noqa: E402
-from quantize.calibration import calibration_patches  # noqa: E402
 from quantize.card import executed_macs_per_lr_pixel  # noqa: E402
 from quantize.onnx_export import deployable  # noqa: E402
-from training.data import DataError, resolve_data_dir  # noqa: E402
-from training.evaluate import WEIGHTS_DIR  # noqa: E402
-from training.model import load_weights  # noqa: E402
 
 # (label, precision, tf form, its LiteRT rewrites, head whose MACs that form executes)
 FORMS = [("fp32 prelu", "fp32", "prelu", (), "subpixel"), ("int8 prelu", "int8", "prelu", (), "subpixel"),
@@ -34,24 +30,14 @@ FORMS = [("fp32 prelu", "fp32", "prelu", (), "subpixel"), ("int8 prelu", "int8",
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["fsrcnn-s_x2", "fsrcnn_x2"])
-    p.add_argument("--size", default="640x480")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--data-dir", help="calibration sets (T91, BSD200); default $EDGE_SR_DATA")
-    args = p.parse_args()
+    args = conversion_parser(__doc__, ["fsrcnn-s_x2", "fsrcnn_x2"], "640x480", 3.0).parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    try:
-        data_dir = resolve_data_dir(args.data_dir)
-    except DataError as err:
-        print(f"int8_forms: error: {err}", file=sys.stderr)
+    data_dir = calibration_dir(args, "int8_forms")
+    if data_dir is None:
         return 2
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for ident in args.models:
-            model = load_weights(WEIGHTS_DIR / f"{ident}.pt")
-            patches = calibration_patches(data_dir, model.config.scale)
+        for ident, model, patches in checkpoints_with_calibration(args.models, data_dir):
             row = {"model": ident, "size": args.size, "threads": args.threads, "forms": {}}
             for i, (label, precision, form, rewrites, head) in enumerate(FORMS):
                 path = Path(tmp) / f"{ident}_form{i}.tflite"

@@ -2,7 +2,7 @@
 shapes, each as a ratio to those shapes themselves, timed in one process in interleaved rounds.
 
 The shapes come from the checkpoint's INT8 form (training.model.relu_layers with quantize.qat.INT8_FORM,
-the first conv on rows and the head on superpixels as quantize.tflite_export.REWRITES do); the weights are
+the first conv on rows and the head on superpixels as quantize.rewrites.REWRITES do); the weights are
 random, so this measures speed only, never quality. Rows:
 - "shipped artifact": the real INT8 artifact, to show that the random-weight stand-in times the same;
 - "shipped shapes";
@@ -30,8 +30,8 @@ from benchmarks.common import machine, save, time_model  # noqa: E402
 from edge_runtime.backends import LiteRTUpscaler  # noqa: E402
 from edge_runtime.models import MODELS_DIR  # noqa: E402
 from quantize.qat import INT8_FORM  # noqa: E402
-from quantize.tflite_export import (SUPERPIXEL, convert_function, rows_as_channels, superpixel_conv,  # noqa: E402
-                                    superpixel_layers)
+from quantize.rewrites import SUPERPIXEL, rows_as_channels, superpixel_conv, superpixel_layers  # noqa: E402
+from quantize.tflite_export import convert_function  # noqa: E402
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
 from training.model import CheckpointError, load_weights, relu_layers  # noqa: E402
 

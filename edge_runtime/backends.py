@@ -31,6 +31,21 @@ def to_uint8(y: np.ndarray) -> np.ndarray:
     return np.clip(y + 0.5, 0, 255).astype(np.uint8)
 
 
+PROBE = (3, 5)  # an odd frame size: a graph that runs on 2x2 superpixels does not keep its shape
+
+
+def keeps_shape(out_shape: tuple[int, int]) -> bool:
+    """Whether a model's output for a PROBE-sized frame is that frame scaled."""
+    (out_h, out_w), (h, w) = out_shape, PROBE
+    return out_h % h == 0 and out_w % w == 0 and out_h // h == out_w // w
+
+
+def pad_to_even(y: np.ndarray) -> np.ndarray:
+    """The last row/column repeated to even sizes (a zero row instead would be a dark edge the net
+    sharpens into the last real row); the caller crops the output back."""
+    return np.pad(y, ((0, y.shape[0] % 2), (0, y.shape[1] % 2)), mode="edge")
+
+
 class Upscaler:
     """`run(y)`: float HR Y (for measuring PSNR); `upscale(y)`: uint8 HR Y (for streaming)."""
 
@@ -42,7 +57,9 @@ class Upscaler:
 
 
 class OnnxUpscaler(Upscaler):
-    """ONNX Runtime session; the artifacts take float32 [1,1,h,w] in 0..1 (INT8 is QDQ inside)."""
+    """ONNX Runtime session; the artifacts take float32 [1,1,h,w] in 0..1 (INT8 is QDQ inside). A graph
+    whose head runs on 2x2 superpixels (quantize.onnx_export.SuperpixelHead) needs even sizes: found by a
+    probe at the first odd frame, which then gets its last row/column repeated and its output cropped."""
 
     backend = "onnxruntime"
 
@@ -61,10 +78,23 @@ class OnnxUpscaler(Upscaler):
         except Exception as err:  # ORT raises its own exception types for bad files
             raise BackendError(f"{path}: not a usable ONNX model ({str(err).splitlines()[0][:160]})") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.even_only: bool | None = None  # known at the first odd frame
 
-    def run(self, y: np.ndarray) -> np.ndarray:
+    def _forward(self, y: np.ndarray) -> np.ndarray:
         x = (y.astype(np.float32) * (1.0 / 255.0))[None, None]
         return self.session.run(None, {self.input_name: x})[0][0, 0] * 255.0
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        h, w = y.shape
+        if not (h % 2 or w % 2):
+            return self._forward(y)
+        if self.even_only is None:
+            self.even_only = not keeps_shape(self._forward(np.zeros(PROBE, np.uint8)).shape)
+        if not self.even_only:
+            return self._forward(y)
+        out = self._forward(pad_to_even(y))
+        scale = out.shape[0] // (h + h % 2)
+        return out[:h * scale, :w * scale]
 
 
 def _litert_interpreter_class():
@@ -85,9 +115,8 @@ class LiteRTUpscaler(Upscaler):
 
     Full-integer artifacts take int8/uint8 input: the quantization parameters from the
     model map Y/255 onto it, and the output back to 0..255. A graph that runs on 2x2 superpixels
-    (quantize.tflite_export.superpixel_conv) needs even sizes: when a probe shows it does not keep
-    odd ones, odd frames get their last row/column repeated and the output is cropped back (a zero
-    row instead would be a dark edge the net sharpens into the last real row).
+    (quantize.rewrites.superpixel_conv) needs even sizes: when a probe shows it does not keep odd ones,
+    odd frames get their last row/column repeated (pad_to_even) and the output is cropped back.
     """
 
     backend = "litert"
@@ -114,12 +143,11 @@ class LiteRTUpscaler(Upscaler):
         return tuple(self.interpreter.get_output_details()[0]["shape"][1:3])
 
     def _takes_odd_sizes(self) -> bool:
-        """Probe once at 3x5: a superpixel graph refuses it or returns a 4x6 multiple."""
+        """Probe once: a superpixel graph refuses a PROBE-sized frame or returns the wrong shape."""
         try:
-            out_h, out_w = self._allocate(3, 5)
+            return keeps_shape(self._allocate(*PROBE))
         except RuntimeError:
             return False
-        return out_h % 3 == 0 and out_w % 5 == 0 and out_h // 3 == out_w // 5
 
     def _prepare(self, h: int, w: int) -> None:
         if self.shape != (h, w):
@@ -139,7 +167,7 @@ class LiteRTUpscaler(Upscaler):
         h, w = y.shape
         self._prepare(h, w)
         if self.padded != (h, w):
-            y = np.pad(y, ((0, self.padded[0] - h), (0, self.padded[1] - w)), mode="edge")
+            y = pad_to_even(y)
         dtype = self.input["dtype"]
         if dtype == np.float32:
             x = y.astype(np.float32) * (1.0 / 255.0)

@@ -30,6 +30,7 @@ from quantize import onnx_export, tflite_export
 from quantize.calibration import CALIBRATION_SETS, calibration_patches
 from quantize.card import write_card
 from quantize.qat import INT8_FORM, quant_aware_finetune
+from quantize.rewrites import ONNX_REWRITES, REWRITES, superpixel_layers
 from training.data import DataError, resolve_data_dir, set_folder
 from training.evaluate import WEIGHTS_DIR
 from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weights, model_id, save_weights
@@ -39,8 +40,8 @@ EVAL_SETS = ("Set5", "Set14")
 # FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): ONNX Runtime runs the
 # 9x9 ConvTranspose faster than conv + DepthToSpace; LiteRT's TRANSPOSE_CONV is the slow one there, and
 # TF's padding would shift it. INT8 artifacts use the folded-ReLU form (training.model.relu_layers), which
-# both INT8 runtimes run without float fallbacks; on LiteRT with the first conv on rows and the x2 head on
-# superpixels (tflite_export.REWRITES; benchmarks/int8_forms.py, results/int8_forms.json).
+# both INT8 runtimes run without float fallbacks, with the exact rewrites of quantize.rewrites that each
+# runtime's kernels gain from (benchmarks/int8_forms.py for LiteRT, benchmarks/onnx_int8_heads.py for ONNX Runtime).
 FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
 INT8_HEAD = f"{INT8_FORM}-relu"
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
@@ -115,7 +116,8 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                         onnx_export.export_fp32(source, target, head)
                     else:
                         with tempfile.TemporaryDirectory() as tmp:
-                            fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head, balance)
+                            fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head, balance,
+                                                           superpixel=-1 in superpixel_layers(scale, "onnxruntime"))
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:
@@ -128,7 +130,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                 if precision == "int8":
                     extra["fp32_reference"] = made[f"{fmt} fp32"]["quality"]
                 write_card(target, source, precision=precision, head=head, quality=quality,
-                           rewrites=tflite_export.REWRITES if fmt == "tflite" and precision == "int8" else (),
+                           rewrites=() if precision == "fp32" else ONNX_REWRITES if fmt == "onnx" else REWRITES,
                            checkpoint=checkpoint, extra=extra)
                 made[step] = {"artifact": target.name, "quality": quality}
                 bar.update(1)

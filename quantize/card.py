@@ -10,7 +10,7 @@ import torch
 from edge_runtime.backends import LiteRTUpscaler, OnnxUpscaler
 from edge_runtime.files import sha256, write_json
 from quantize.onnx_export import deployable
-from quantize.tflite_export import SUPERPIXEL, superpixel_layers
+from quantize.rewrites import SUPERPIXEL, superpixel_layers
 from training.model import FSRCNN, count_parameters, macs_per_lr_pixel
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "ai-edge-litert", "numpy")
@@ -53,17 +53,17 @@ def io_spec(path: Path) -> dict:
     return spec
 
 
-def executed_macs_per_lr_pixel(module: torch.nn.Module, rewrites: tuple = ()) -> int:
+def executed_macs_per_lr_pixel(module: torch.nn.Module, rewrites: tuple = (), runtime: str = "litert") -> int:
     """MACs per LR pixel of the graph the artifact runs, which the paper's count (macs_per_lr_pixel) is not:
     the INT8 ReLU forms widen layers, the subpixel head computes zero taps. Every layer works at LR resolution
     with stride 1 (or, for the deconvolution, per input pixel), so a layer costs its weight count. With the
-    LiteRT `rewrites` (quantize.tflite_export.REWRITES): "rows" adds the k x k weights of the one-hot conv
-    that copies rows into channels (rows_as_channels); with "superpixel", the convs of superpixel_layers
-    run 6x6 with B*B times the outputs, once per B*B LR pixels (superpixel_conv)."""
+    `rewrites` (quantize.rewrites): "rows" adds the k x k weights of the one-hot conv that copies rows into
+    channels (rows_as_channels); with "superpixel", the convs of superpixel_layers(scale, `runtime`) run
+    6x6 with B*B times the outputs, once per B*B LR pixels (superpixel_conv)."""
     convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     macs = [conv.weight.numel() for conv in convs]
     if "superpixel" in rewrites:
-        for i in superpixel_layers(module.config.scale):
+        for i in superpixel_layers(module.config.scale, runtime):
             out_ch, in_ch = convs[i].weight.shape[:2]
             macs[i] = 6 * 6 * (SUPERPIXEL * SUPERPIXEL * out_ch) * in_ch // (SUPERPIXEL * SUPERPIXEL)
     if "rows" in rewrites:
@@ -74,19 +74,20 @@ def executed_macs_per_lr_pixel(module: torch.nn.Module, rewrites: tuple = ()) ->
 def write_card(artifact: Path, model: FSRCNN, *, precision: str, head: str, quality: dict, checkpoint: Path,
                rewrites: tuple = (), extra: dict | None = None) -> Path:
     c = model.config
+    runtime = "onnxruntime" if artifact.suffix == ".onnx" else "litert"
     card = {
         "artifact": artifact.name,
         "model_id": f"{'fsrcnn' if (c.d, c.s, c.m) == (56, 12, 4) else 'fsrcnn-s'}_x{c.scale}",
         "architecture": {"name": "FSRCNN", "d": c.d, "s": c.s, "m": c.m, "head": head,
-                         "litert_rewrites": list(rewrites),
-                         "superpixel_convs": list(superpixel_layers(c.scale)) if "superpixel" in rewrites else []},
+                         "rewrites": list(rewrites),
+                         "superpixel_convs": list(superpixel_layers(c.scale, runtime)) if "superpixel" in rewrites else []},
         "scale": c.scale,
         "format": "onnx" if artifact.suffix == ".onnx" else "tflite",
-        "runtime": "onnxruntime" if artifact.suffix == ".onnx" else "litert",
+        "runtime": runtime,
         "precision": precision,
         **io_spec(artifact),
         "macs_per_lr_pixel": macs_per_lr_pixel(c),
-        "executed_macs_per_lr_pixel": executed_macs_per_lr_pixel(deployable(model, head), rewrites),
+        "executed_macs_per_lr_pixel": executed_macs_per_lr_pixel(deployable(model, head), rewrites, runtime),
         "parameters": count_parameters(model),
         "quality": quality,
         "sha256": sha256(artifact),

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 
+from quantize.rewrites import SUPERPIXEL, superpixel_conv
 from training.model import FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel
 
 OPSET = 17
@@ -19,15 +21,41 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 HEADS = ("deconv", "subpixel", "folded-relu", "split-relu")
 
 
-def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None) -> torch.nn.Module:
+class SuperpixelHead(torch.nn.Module):
+    """An INT8 ReLU form with its head on 2x2 superpixels (quantize.rewrites.superpixel_conv): a 6x6
+    stride-2 conv, then pixel_shuffle, which for one output channel is TF's depth_to_space. Exact for
+    even sizes (the runtime pads odd ones)."""
+
+    def __init__(self, form: FSRCNNReLUForm):
+        super().__init__()
+        self.config, self.body = form.config, form.convs[:-1]
+        head = form.convs[-1]
+        kernel, bias = superpixel_conv(head.weight.detach().numpy(), head.bias.detach().numpy(), form.config.scale)
+        self.head = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[0], stride=SUPERPIXEL, padding=2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.from_numpy(kernel).permute(3, 2, 0, 1))
+            self.head.bias.copy_(torch.from_numpy(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.body:
+            x = F.relu(conv(x))
+        return F.pixel_shuffle(self.head(x), SUPERPIXEL * self.config.scale)
+
+
+def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None,
+               superpixel: bool = False) -> torch.nn.Module:
     """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
-    or that with every PReLU rewritten into ReLUs (the INT8 forms, training.model.relu_layers)."""
+    or that with every PReLU rewritten into ReLUs (the INT8 forms, training.model.relu_layers), with
+    `superpixel` its head on superpixels (SuperpixelHead)."""
     if head == "deconv":
         return model.eval()
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
     if head in ("folded-relu", "split-relu"):
-        return FSRCNNReLUForm(model, head.split("-")[0], balance).eval()
+        form = FSRCNNReLUForm(model, head.split("-")[0], balance).eval()
+        if superpixel:
+            return SuperpixelHead(form).eval()
+        return form
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
@@ -36,10 +64,11 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None) -> Path:
+def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None,
+                superpixel: bool = False) -> Path:
     """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded
-    (`balance`: an INT8 form's channel gains, see training.model.relu_layers)."""
-    module = deployable(model, head, balance)
+    (`balance`: an INT8 form's channel gains, see training.model.relu_layers; `superpixel`: see deployable)."""
+    module = deployable(model, head, balance, superpixel)
     example = torch.rand(1, 1, 32, 40)
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)

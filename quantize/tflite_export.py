@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.files import write_atomic
+from quantize.rewrites import REWRITES, SUPERPIXEL, rows_as_channels, superpixel_conv, superpixel_layers
 from training.model import FSRCNN, deconv_to_subpixel, relu_layers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,66 +24,6 @@ logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation
 
 
 FORMS = ("prelu", "folded-relu", "split-relu")
-SUPERPIXEL = 2  # the INT8 x2 head runs once per 2x2 block of LR pixels
-# Exact rewrites of the INT8 ReLU forms for XNNPACK: the first conv on rows (rows_as_channels), the convs of
-# superpixel_layers on 2x2 superpixels (superpixel_conv)
-REWRITES = ("rows", "superpixel")
-
-
-def superpixel_layers(scale: int) -> tuple[int, ...]:
-    """Which convs of an INT8 form run on superpixels: the head at x2 only, where it has 4 outputs.
-    Measured (model-only, LiteRT, 2 threads): the x2 head on superpixels gains 1.2x to 1.4x
-    (benchmarks/int8_forms.py). The first conv on superpixels lost 15% to 35% at every scale: its 2d
-    outputs become 8d, and depth_to_space moves the widest tensor (it runs on rows instead:
-    rows_as_channels). The x3 and x4 heads already emit 9 and 16 channels."""
-    return (-1,) if scale == 2 else ()
-
-
-def rows_as_channels(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 'same'-padded k x k conv of a one-channel input (HWIO `kernel`, k x k x 1 x C) as two convs: a
-    1 x k conv with one-hot weights that copies each pixel's k row neighbours into k channels, then a
-    k x 1 conv over those channels. Returns both HWIO kernels.
-
-    Why: XNNPACK's INT8 convs pad each tap's input channels to a multiple of 8, so a 5x5 conv of one
-    channel does 8x its MACs; on rows the 25 taps are 5 taps of 5 channels. Exact in INT8 as in float:
-    a one-hot channel's weight quantizes to exactly 127 with scale 1/127, the copies' calibrated range
-    is the input's, so they hold the input's very int8 values, and the k x 1 conv's per-channel weights
-    are the k x k conv's weights, reordered."""
-    k, width, in_ch, out_ch = kernel.shape
-    if in_ch != 1 or k != width:
-        raise ValueError(f"rows_as_channels takes a square conv of one input channel, not {kernel.shape}")
-    return np.eye(k, dtype=np.float32).reshape(1, k, 1, k), kernel.reshape(k, 1, k, out_ch)
-
-
-def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The same 'same'-padded k x k conv (OIHW `weight`, k <= 5) as a 6x6 stride-2 'SAME' conv that emits
-    each 2x2 block's four outputs as channels: HWIO kernel and bias in TF's depth order, so
-    depth_to_space(2) of its output is the conv's output (depth_to_space(2 * subpixel) for a head whose
-    channels are pixel_shuffle's subpixels).
-
-    Why: XNNPACK's INT8 convs are slow with 4 output channels (the x2 head); per block this conv has 36
-    taps and 4x the outputs. Each output channel holds the very taps of one original output channel, so
-    its per-channel INT8 weights and its sums are the original's. Exact for even sizes (the runtime pads
-    odd ones).
-    """
-    out_ch, in_ch, k, _ = weight.shape
-    radius, block = k // 2, SUPERPIXEL
-    if radius > 2:
-        raise ValueError(f"a {k}x{k} conv does not fit a 6x6 superpixel conv")
-    kernel = np.zeros((6, 6, in_ch, block * block * out_ch), np.float32)
-    order = np.arange(block * block * out_ch).reshape(block, block, out_ch)  # (py, px, o) -> depth
-    if subpixel > 1:  # o = sy * S + sx goes to depth (py * S + sy) * 2S + (px * S + sx)
-        sy, sx = np.divmod(np.arange(out_ch), subpixel)
-        order = np.array([[(py * subpixel + sy) * block * subpixel + px * subpixel + sx for px in range(block)]
-                          for py in range(block)])
-    for py in range(block):
-        for px in range(block):  # output (2i + py, 2j + px) reads input (2i + py + ky, ...): window row py + ky + 2
-            for ky in range(-radius, radius + 1):
-                for kx in range(-radius, radius + 1):
-                    kernel[py + ky + 2, px + kx + 2, :, order[py, px]] = weight[:, :, ky + radius, kx + radius]
-    full_bias = np.zeros(block * block * out_ch, np.float32)
-    full_bias[order.reshape(-1)] = np.tile(bias, block * block)
-    return kernel, full_bias
 
 
 def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, rewrites: tuple = REWRITES):

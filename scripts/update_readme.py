@@ -117,9 +117,24 @@ def int8_layer_costs_table() -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def onnx_int8_heads_table() -> str | None:
+    data = load("onnx_int8_heads.json")
+    if not data:
+        return None
+    row0 = data["rows"][0]
+    lines = [f"Machine: `{data['machine']['device']}`, {row0['threads']} threads, LR {row0['size']}. Model-only fps, "
+             "median of interleaved runs (ratio to the FP32 ONNX export in the same run).", "",
+             "| model | fp32 | int8, head as it is | int8, superpixel head |", "|---" * 4 + "|"]
+    for row in data["rows"]:
+        cells = [f"{row['forms'][k]['fps']:.1f} ({row['forms'][k]['vs_fp32']:.2f}x)"
+                 for k in ("fp32", "int8", "int8, superpixel head")]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": stream_table,
           "artifacts": artifact_table, "training": training_table, "int8_forms": int8_forms_table,
-          "int8_layer_costs": int8_layer_costs_table}
+          "int8_layer_costs": int8_layer_costs_table, "onnx_int8_heads": onnx_int8_heads_table}
 
 
 def main(readme: str = "README.md") -> int:

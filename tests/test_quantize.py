@@ -12,7 +12,7 @@ from conftest import PYTHON, ROOT, textured_image
 from edge_runtime.backends import load_upscaler
 from edge_runtime.metrics import evaluate_set, load_eval_set, rgb_to_y
 from edge_runtime.models import shipped
-from quantize import onnx_export, tflite_export
+from quantize import onnx_export, rewrites, tflite_export
 from edge_runtime.files import sha256
 from quantize.build import CALIBRATION
 from quantize.calibration import calibration_patches
@@ -71,6 +71,20 @@ def test_balanced_int8_form_exports_match_pytorch(tmp_path, scale):
         assert np.abs(load_upscaler(path, threads=1).run(y) / 255 - torch_reference(model, y)).max() < PARITY
 
 
+@pytest.mark.parametrize("scale", [2, 3])  # the scales whose ONNX INT8 head runs on superpixels
+def test_onnx_superpixel_head_matches_pytorch_and_pads_odd_sizes(tmp_path, scale):
+    model = trained_like_model(scale=scale)
+    path = onnx_export.export_fp32(model, tmp_path / "m.onnx", "folded-relu", superpixel=True)
+    runner = load_upscaler(path, threads=1)
+    y = real_lr()  # 37 x 53
+    even = runner.run(y[:36, :52]) / 255
+    assert np.abs(even - torch_reference(model, y[:36, :52])).max() < PARITY
+    odd = runner.run(y) / 255
+    assert runner.even_only and odd.shape == (37 * scale, 53 * scale)
+    padded = torch_reference(model, np.pad(y, ((0, 1), (0, 1)), mode="edge"))[:37 * scale, :53 * scale]
+    assert np.abs(odd - padded).max() < PARITY
+
+
 def test_superpixel_graph_takes_odd_sizes_by_repeating_the_last_row_and_column(tmp_path):
     model = trained_like_model(scale=2)  # the scale whose head runs on superpixels
     path = tflite_export.convert(model, tmp_path / "m.tflite", "fp32", form="folded-relu")
@@ -94,9 +108,9 @@ def test_superpixel_conv_is_the_same_conv_on_2x2_blocks():
         reference = torch.nn.functional.conv2d(x, weight, bias, padding=k // 2)
         if subpixel > 1:
             reference = torch.nn.functional.pixel_shuffle(reference, subpixel)
-        kernel, full_bias = tflite_export.superpixel_conv(weight.numpy(), bias.numpy(), subpixel)
-        out = tf.nn.conv2d(x.permute(0, 2, 3, 1).numpy(), kernel, tflite_export.SUPERPIXEL, "SAME") + full_bias
-        out = tf.nn.depth_to_space(out, tflite_export.SUPERPIXEL * subpixel).numpy().transpose(0, 3, 1, 2)
+        kernel, full_bias = rewrites.superpixel_conv(weight.numpy(), bias.numpy(), subpixel)
+        out = tf.nn.conv2d(x.permute(0, 2, 3, 1).numpy(), kernel, rewrites.SUPERPIXEL, "SAME") + full_bias
+        out = tf.nn.depth_to_space(out, rewrites.SUPERPIXEL * subpixel).numpy().transpose(0, 3, 1, 2)
         assert np.abs(out - reference.numpy()).max() < 1e-4
 
 
@@ -132,7 +146,7 @@ def test_tflite_int8_is_integer_end_to_end_in_one_xnnpack_graph(int8_pair):
 def test_first_conv_on_rows_gives_the_very_int8_output_of_the_square_conv(int8_pair, tmp_path):
     model, _, tflite_int8, patches, gains = int8_pair
     square = tflite_export.convert(model, tmp_path / "square.tflite", "int8", patches, balance=gains,
-                                   rewrites=tuple(r for r in tflite_export.REWRITES if r != "rows"))
+                                   rewrites=tuple(r for r in rewrites.REWRITES if r != "rows"))
     y = real_lr()
     on_rows, on_square = load_upscaler(tflite_int8, threads=1), load_upscaler(square, threads=1)
     assert np.array_equal(on_rows.upscale(y), on_square.upscale(y))
@@ -144,7 +158,7 @@ def test_rows_as_channels_is_the_same_conv():
 
     kernel = np.random.default_rng(0).standard_normal((5, 5, 1, 7)).astype(np.float32)
     x = np.random.default_rng(1).random((1, 9, 13, 1)).astype(np.float32)
-    rows, column = tflite_export.rows_as_channels(kernel)
+    rows, column = rewrites.rows_as_channels(kernel)
     out = tf.nn.conv2d(tf.nn.conv2d(x, rows, 1, "SAME"), column, 1, "SAME").numpy()
     assert np.abs(out - tf.nn.conv2d(x, kernel, 1, "SAME").numpy()).max() < 1e-5
 
@@ -219,7 +233,7 @@ def test_shipped_int8_tflite_is_bit_identical_to_its_graph_with_the_square_first
     balance = [torch.tensor(g) for g in json.loads(weights.with_suffix(".json").read_text())["balance"]]
     patches = calibration_patches(data_dir, artifact.scale, CALIBRATION["patches"], CALIBRATION["lr_patch"])
     square = tflite_export.convert(tuned, tmp_path / "square.tflite", "int8", patches, balance=balance,
-                                   rewrites=tuple(r for r in tflite_export.REWRITES if r != "rows"))
+                                   rewrites=tuple(r for r in rewrites.REWRITES if r != "rows"))
     on_rows, on_square = load_upscaler(artifact.path, threads=0), load_upscaler(square, threads=0)
     for name, _, lr in load_eval_set(data_dir / "Set5", artifact.scale):
         assert np.array_equal(on_rows.upscale(lr), on_square.upscale(lr)), name
@@ -252,7 +266,11 @@ def conv_weight_count(path) -> int:
         def weight_shape(name):  # through DequantizeLinear in QDQ graphs
             return shapes[name] if name in shapes else weight_shape(producers[name].input[0])
 
-        return sum(int(np.prod(weight_shape(n.input[1]))) for n in graph.node if n.op_type in ("Conv", "ConvTranspose"))
+        def per_lr_pixel(node):  # a strided (superpixel) conv runs once per stride x stride LR pixels
+            strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [1, 1])
+            return int(np.prod(weight_shape(node.input[1]))) // (1 if node.op_type == "ConvTranspose" else int(np.prod(strides)))
+
+        return sum(per_lr_pixel(n) for n in graph.node if n.op_type in ("Conv", "ConvTranspose"))
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interp = Interpreter(model_path=str(path),  # no XNNPACK: it would leave its tensors' shapes unset
