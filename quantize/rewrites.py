@@ -1,8 +1,8 @@
 """Exact rewrites of the INT8 graphs for the INT8 runtimes' kernels: the same sums, faster shapes.
 
-Both runtimes' INT8 convolutions are slow with few output channels (the x2 head has 4), and XNNPACK's pad
-each tap's input channels to a multiple of 8 (the first conv has 1). The exporters (tflite_export,
-onnx_export) apply these to the INT8 ReLU forms of training.model.relu_layers.
+Both runtimes' INT8 convolutions are slow with few output channels (the x2 head has 4), and XNNPACK's
+kernels pad each tap's input channels to a multiple of 8 (the first conv has 1). The exporters
+(tflite_export, onnx_export) apply these to the INT8 ReLU forms of training.model.relu_layers.
 """
 from __future__ import annotations
 
