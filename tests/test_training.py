@@ -2,6 +2,7 @@ import csv
 import json
 import subprocess
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -60,6 +61,17 @@ def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_datas
     assert torch.nn.functional.avg_pool2d(hr, 3).sub(lr).abs().mean() < 0.03
 
 
+@pytest.mark.parametrize("weigh, small_share", [("pixels", 0.04), ("images", 0.5)])
+def test_patches_come_from_images_by_their_area_or_alike(tmp_path, weigh, small_share):
+    for name, side, grey in (("small", 40, 50), ("big", 200, 200)):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "flat.png"), np.full((side, side, 3), grey, np.uint8))
+    sampler = PatchSampler([tmp_path / "small", tmp_path / "big"], scale=2, lr_patch=6, progress=False, weigh=weigh)
+    lr = sampler.batch(4000)[0]
+    from_small = (lr.mean(dim=(1, 2, 3)) < lr.max() * 0.5).double().mean().item()
+    assert from_small == pytest.approx(small_share, abs=0.03)
+
+
 def test_patch_pairs_are_the_same_crop_of_lr_and_hr_turned_alike(tiny_dataset):
     sampler = PatchSampler([tiny_dataset / "T91"], scale=2, lr_patch=6, progress=False)
     lr_img = sampler.lr_pixels[: sampler.lr_h[0] * sampler.lr_w[0]].view(int(sampler.lr_h[0]), -1).numpy()
@@ -91,6 +103,7 @@ def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):
     (["--data-dir", "/nonexistent/data"], "data folder not found"),
     (["--data-dir", "{empty}"], "no images"),
     (["--data-dir", "{empty}", "--model", "srgan"], "unknown model"),
+    (["--data-dir", "{empty}", "--weigh", "bytes"], "--weigh must be one of"),
 ])
 def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):
     for name in ("T91", "BSD200", "Set5"):

@@ -12,6 +12,8 @@ from edge_runtime.metrics import degrade, image_files, imresize, read_y
 
 # The paper's augmentation: downscale by these factors (1.0 = the original) x 4 rotations.
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+# How patches are drawn: "pixels", every LR pixel alike (big images weigh more); "images", every augmented image alike.
+WEIGHS = ("pixels", "images")
 
 
 class DataError(Exception):
@@ -48,7 +50,7 @@ class PatchSampler:
     """
 
     def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", weigh: str = "pixels"):
         self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
         hr_parts, lr_parts, shapes = [], [], []
         files = [f for folder in folders for f in image_files(folder)]
@@ -70,7 +72,10 @@ class PatchSampler:
         self.hr_start = self.lr_start * scale * scale
         self.lr_pixels = torch.from_numpy(np.concatenate(lr_parts)).to(self.device)
         self.hr_pixels = torch.from_numpy(np.concatenate(hr_parts)).to(self.device)
-        self.weights = area.double() / area.sum()  # every LR pixel equally likely as a patch corner
+        if weigh not in WEIGHS:
+            raise ValueError(f"weigh must be one of {WEIGHS}, not {weigh!r}")
+        share = area.double() if weigh == "pixels" else torch.ones_like(area, dtype=torch.float64)
+        self.weights = share / share.sum()
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
