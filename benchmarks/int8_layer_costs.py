@@ -31,7 +31,7 @@ from edge_runtime.backends import LiteRTUpscaler  # noqa: E402
 from edge_runtime.models import MODELS_DIR  # noqa: E402
 from quantize.qat import INT8_FORM  # noqa: E402
 from quantize.rewrites import SUPERPIXEL, rows_as_channels, superpixel_conv, superpixel_layers  # noqa: E402
-from quantize.tflite_export import convert_function  # noqa: E402
+from quantize.tflite_export import convert_function, to_pixel_range  # noqa: E402
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
 from training.model import CheckpointError, load_weights, relu_layers  # noqa: E402
 
@@ -87,7 +87,7 @@ def tf_graph(layers: list, block: int):
         for kernel, bias, relu, stride in layers:
             x = tf.nn.bias_add(tf.nn.conv2d(x, kernel, stride, "SAME"), bias)
             x = tf.nn.relu(x) if relu else x
-        return tf.nn.depth_to_space(x, block)
+        return tf.nn.depth_to_space(to_pixel_range(x), block)  # as the shipped INT8 graphs end
 
     return serve
 
@@ -113,7 +113,8 @@ def main() -> int:
         runs["shipped artifact"] = (LiteRTUpscaler(artifact, threads=args.threads).run, [])
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, (layers, block)) in enumerate(variants(model).items()):
-            path = convert_function(tf_graph(layers, block), Path(tmp) / f"variant{i}.tflite", "int8", patches)
+            path = convert_function(tf_graph(layers, block), Path(tmp) / f"variant{i}.tflite", "int8", patches,
+                                    pixel_range=True)
             runs[label] = (LiteRTUpscaler(path, threads=args.threads).run, [])
         for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
             for run, fps in runs.values():

@@ -1,6 +1,6 @@
 """Why ONNX Runtime's INT8 artifacts run their x2 and x3 heads on superpixels: model-only speed of each
 checkpoint's INT8 folded-ReLU form (ONNX Runtime static QDQ) with its head as it is (s*s output channels)
-and on 2x2 superpixels (quantize.onnx_export.SuperpixelHead, 4x the outputs), as ratios to its FP32 ONNX
+and on 2x2 superpixels (quantize.onnx_export.ReLUGraph, 4x the outputs), as ratios to its FP32 ONNX
 export in the same run. Both INT8 forms compute the very same sums; quantize.rewrites.superpixel_layers
 takes the scales where the superpixel head wins.
 
@@ -38,7 +38,8 @@ def main() -> int:
             balance = balance_gains(model, torch.from_numpy(patches))
             paths = {"fp32": onnx_export.export_fp32(model, Path(tmp) / f"{ident}_fp32.onnx", FP32_HEAD["onnx"])}
             for label, superpixel in (("int8", False), ("int8, superpixel head", True)):
-                fp32 = onnx_export.export_fp32(model, Path(tmp) / "int8_source.onnx", INT8_HEAD, balance, superpixel)
+                fp32 = onnx_export.export_fp32(model, Path(tmp) / "int8_source.onnx", INT8_HEAD, balance, superpixel,
+                                               pixel_range=True)  # as quantize.build exports them
                 paths[label] = onnx_export.quantize_int8(fp32, Path(tmp) / f"{ident}_{superpixel}.onnx", patches)
             runs = {label: (OnnxUpscaler(path, args.threads).run, []) for label, path in paths.items()}
             for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every form

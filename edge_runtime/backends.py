@@ -58,7 +58,7 @@ class Upscaler:
 
 class OnnxUpscaler(Upscaler):
     """ONNX Runtime session; the artifacts take float32 [1,1,h,w] in 0..1 (INT8 is QDQ inside). A graph
-    whose head runs on 2x2 superpixels (quantize.onnx_export.SuperpixelHead) needs even sizes: found by a
+    whose head runs on 2x2 superpixels (quantize.onnx_export.ReLUGraph) needs even sizes: found by a
     probe at the first odd frame, which then gets its last row/column repeated and its output cropped."""
 
     backend = "onnxruntime"
@@ -110,6 +110,13 @@ def _litert_interpreter_class():
     return Interpreter
 
 
+def on_pixel_grid(tensor: dict) -> bool:
+    """uint8 with scale 1/255 and zero point 0: each value is a pixel, as the INT8 artifacts take
+    their input and give their output (quantize.calibration, quantize.tflite_export.to_pixel_range)."""
+    scale, zero = tensor["quantization"]
+    return tensor["dtype"] == np.uint8 and zero == 0 and abs(scale * 255 - 1) < 1e-6
+
+
 class LiteRTUpscaler(Upscaler):
     """LiteRT interpreter with dynamic H/W (tensors resized when the frame size changes).
 
@@ -158,8 +165,8 @@ class LiteRTUpscaler(Upscaler):
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
             self.shape = (h, w)
-            self.lut = None
-            if self.output["dtype"] != np.float32:  # quantized output -> uint8 pixel, by the output's raw byte
+            self.lut = None  # quantized output -> uint8 pixel, by the output's raw byte, unless it is a pixel already
+            if self.output["dtype"] != np.float32 and not on_pixel_grid(self.output):
                 raw = np.arange(256, dtype=np.uint8).view(self.output["dtype"])
                 self.lut = to_uint8(self._dequantize(raw))
 
@@ -172,10 +179,10 @@ class LiteRTUpscaler(Upscaler):
         if dtype == np.float32:
             x = y.astype(np.float32) * (1.0 / 255.0)
         else:
-            scale, zero = self.input["quantization"]
-            if dtype == np.uint8 and zero == 0 and abs(scale * 255 - 1) < 1e-6:
-                x = y  # uint8 Y/255 with scale 1/255: the pixels are the quantized values
+            if on_pixel_grid(self.input):
+                x = y
             else:
+                scale, zero = self.input["quantization"]
                 info = np.iinfo(dtype)
                 x = np.clip(np.rint(y.astype(np.float32) / 255.0 / scale + zero), info.min, info.max).astype(dtype)
         self.interpreter.set_tensor(self.input["index"], x[None, :, :, None])
@@ -196,8 +203,10 @@ class LiteRTUpscaler(Upscaler):
 
     def upscale(self, y: np.ndarray) -> np.ndarray:
         out = self._invoke(y)
-        if self.lut is None:
+        if self.output["dtype"] == np.float32:
             return to_uint8(out * 255.0)
+        if self.lut is None:
+            return np.ascontiguousarray(out)
         return cv2.LUT(out.view(np.uint8), self.lut)  # a third of numpy's indexing time at 1280x720
 
 

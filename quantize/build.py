@@ -48,8 +48,8 @@ CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "
 # Bumped when QAT or its calibration changes, so cached QAT weights are retrained: 3 = channel balance,
 # activation ranges from the export's calibration patches, input range [0, 1]; 4 = calibration and QAT
 # patches cut by the gather sampler (training/data.py), so other patches than recipe 3's; 5 = the folded-ReLU
-# INT8 form, constant channels left out of the balance.
-QAT_RECIPE = 5
+# INT8 form, constant channels left out of the balance; 6 = the head's range is the pixel range [0, 1].
+QAT_RECIPE = 6
 
 
 class BuildError(Exception):
@@ -117,7 +117,8 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                     else:
                         with tempfile.TemporaryDirectory() as tmp:
                             fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head, balance,
-                                                           superpixel=-1 in superpixel_layers(scale, "onnxruntime"))
+                                                           superpixel=-1 in superpixel_layers(scale, "onnxruntime"),
+                                                           pixel_range=True)
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:

@@ -21,41 +21,45 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 HEADS = ("deconv", "subpixel", "folded-relu", "split-relu")
 
 
-class SuperpixelHead(torch.nn.Module):
-    """An INT8 ReLU form with its head on 2x2 superpixels (quantize.rewrites.superpixel_conv): a 6x6
-    stride-2 conv, then pixel_shuffle, which for one output channel is TF's depth_to_space. Exact for
-    even sizes (the runtime pads odd ones)."""
+class ReLUGraph(torch.nn.Module):
+    """An INT8 ReLU form (FSRCNNReLUForm) as the ONNX INT8 artifacts run it. `superpixel`: the head on 2x2
+    superpixels (quantize.rewrites.superpixel_conv), a 6x6 stride-2 conv, then pixel_shuffle, which for
+    one output channel is TF's depth_to_space; exact for even sizes (the runtime pads odd ones).
+    `pixel_range`: the head's output clamped to [0, 1] before the shuffle, for the reason
+    quantize.tflite_export.to_pixel_range gives; ONNX Runtime's QDQ quantizer folds the clamp into the
+    conv's output range, so no op is added."""
 
-    def __init__(self, form: FSRCNNReLUForm):
+    def __init__(self, form: FSRCNNReLUForm, superpixel: bool = False, pixel_range: bool = False):
         super().__init__()
-        self.config, self.body = form.config, form.convs[:-1]
-        head = form.convs[-1]
-        kernel, bias = superpixel_conv(head.weight.detach().numpy(), head.bias.detach().numpy(), form.config.scale)
-        self.head = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[0], stride=SUPERPIXEL, padding=2)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.from_numpy(kernel).permute(3, 2, 0, 1))
-            self.head.bias.copy_(torch.from_numpy(bias))
+        self.config, self.body, self.head, self.pixel_range = form.config, form.convs[:-1], form.convs[-1], pixel_range
+        self.block = form.config.scale
+        if superpixel:
+            kernel, bias = superpixel_conv(self.head.weight.detach().numpy(), self.head.bias.detach().numpy(),
+                                           form.config.scale)
+            self.head = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[0], stride=SUPERPIXEL, padding=2)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.from_numpy(kernel).permute(3, 2, 0, 1))
+                self.head.bias.copy_(torch.from_numpy(bias))
+            self.block *= SUPERPIXEL
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.body:
             x = F.relu(conv(x))
-        return F.pixel_shuffle(self.head(x), SUPERPIXEL * self.config.scale)
+        x = self.head(x)
+        return F.pixel_shuffle(x.clamp(0, 1) if self.pixel_range else x, self.block)
 
 
 def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None,
-               superpixel: bool = False) -> torch.nn.Module:
+               superpixel: bool = False, pixel_range: bool = False) -> torch.nn.Module:
     """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
     or that with every PReLU rewritten into ReLUs (the INT8 forms, training.model.relu_layers), with
-    `superpixel` its head on superpixels (SuperpixelHead)."""
+    `superpixel` and `pixel_range` as ReLUGraph takes them."""
     if head == "deconv":
         return model.eval()
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
     if head in ("folded-relu", "split-relu"):
-        form = FSRCNNReLUForm(model, head.split("-")[0], balance).eval()
-        if superpixel:
-            return SuperpixelHead(form).eval()
-        return form
+        return ReLUGraph(FSRCNNReLUForm(model, head.split("-")[0], balance), superpixel, pixel_range).eval()
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
@@ -65,10 +69,11 @@ def _atomic_target(path: Path) -> Path:
 
 
 def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None,
-                superpixel: bool = False) -> Path:
+                superpixel: bool = False, pixel_range: bool = False) -> Path:
     """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded
-    (`balance`: an INT8 form's channel gains, see training.model.relu_layers; `superpixel`: see deployable)."""
-    module = deployable(model, head, balance, superpixel)
+    (`balance`: an INT8 form's channel gains, see training.model.relu_layers; `superpixel`, `pixel_range`:
+    see ReLUGraph)."""
+    module = deployable(model, head, balance, superpixel, pixel_range)
     example = torch.rand(1, 1, 32, 40)
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)

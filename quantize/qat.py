@@ -89,10 +89,13 @@ class QuantSim(nn.Module):
 
     @torch.no_grad()
     def calibrate(self) -> None:
-        """Set every activation range as the runtimes' min-max calibration would, on the float graph."""
+        """Set every activation range as the runtimes' min-max calibration would, on the float graph; the
+        head's is [0, 1], since the exports clamp it there (quantize.tflite_export.to_pixel_range)."""
         layers = relu_layers(self.model, INT8_FORM, self.balance)
-        for x, limits in zip(layer_outputs(layers, self.calibration), self.ranges):
-            limits.lo.fill_(min(float(x.min()), 0.0)), limits.hi.fill_(max(float(x.max()), 0.0))
+        for i, (x, limits) in enumerate(zip(layer_outputs(layers, self.calibration), self.ranges)):
+            head = i == len(self.ranges) - 1
+            limits.lo.fill_(0.0 if head else min(float(x.min()), 0.0))
+            limits.hi.fill_(1.0 if head else max(float(x.max()), 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *_, x = layer_outputs(relu_layers(self.model, INT8_FORM, self.balance), x, fake_quant_weight, self.ranges)

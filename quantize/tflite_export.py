@@ -26,7 +26,48 @@ logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation
 FORMS = ("prelu", "folded-relu", "split-relu")
 
 
-def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, rewrites: tuple = REWRITES):
+def to_pixel_range(x):
+    """Clamp to [0, 1]: ReLU, which the converter fuses into the head conv, then MINIMUM, which
+    fold_pixel_range removes again. INT8 graphs end in it so that the head's output range is exactly
+    [0, 1]: output scale 1/255, zero point 0, each output value a pixel. Calibrated on the raw head, the
+    range ran to about 1.1, and that coarser grid, rounded again to pixels, cost the stream 0.025 dB on
+    Set5 x2. Clamping loses nothing: every score clamps there too."""
+    import tensorflow as tf
+
+    return tf.minimum(tf.nn.relu(x), 1.0)
+
+
+def fold_pixel_range(flatbuffer: bytes) -> bytes:
+    """The INT8 graph without to_pixel_range's MINIMUM: the head conv (its ReLU fused) takes the MINIMUM's
+    output quantization, [0, 1] in 256 steps, and int8 saturation then clamps at 1 by itself. Left in,
+    the MINIMUM requantizes, so XNNPACK hands it to a reference kernel between two partitions, and the
+    head is rounded twice: onto its calibrated range's grid, then onto the pixel grid."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    graph = model.subgraphs[0]
+
+    def kind(op):
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    [minimum] = [op for op in graph.operators if kind(op) == schema.BuiltinOperator.MINIMUM]
+    head_out, clamped = minimum.inputs[0], minimum.outputs[0]
+    [head] = [op for op in graph.operators if head_out in op.outputs]
+    if kind(head) != schema.BuiltinOperator.CONV_2D or head.builtinOptions.fusedActivationFunction != \
+            schema.ActivationFunctionType.RELU:
+        raise ValueError("fold_pixel_range: MINIMUM does not follow a conv with a fused ReLU")
+    graph.tensors[head_out].quantization = graph.tensors[clamped].quantization
+    for op in graph.operators:
+        op.inputs = [head_out if t == clamped else t for t in op.inputs]
+    graph.outputs = [head_out if t == clamped else t for t in graph.outputs]
+    graph.operators.remove(minimum)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, rewrites: tuple = REWRITES,
+                pixel_range: bool = False):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
     form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
@@ -34,7 +75,7 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
     conv + ReLU (training.model.relu_layers, with its channel gains `balance`), the forms XNNPACK runs
     as one INT8 graph, with the `rewrites` (REWRITES) of those forms: "rows", the first conv on rows
     (rows_as_channels); "superpixel", the convs of superpixel_layers on 2x2 superpixels (superpixel_conv,
-    which then needs even H and W).
+    which then needs even H and W). `pixel_range`: the head's output clamped by to_pixel_range.
     """
     import tensorflow as tf
 
@@ -70,10 +111,10 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
             x = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
             x = tf.nn.relu(x) if neg_alpha is None else tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
         if last is not None:
-            x = tf.nn.bias_add(tf.nn.conv2d(x, last[0], SUPERPIXEL, "SAME"), last[1])
-            return tf.nn.depth_to_space(x, SUPERPIXEL * scale)
-        x = tf.nn.bias_add(tf.nn.conv2d(x, head[0], 1, "SAME"), head[1])
-        return tf.nn.depth_to_space(x, scale)
+            x, block = tf.nn.bias_add(tf.nn.conv2d(x, last[0], SUPERPIXEL, "SAME"), last[1]), SUPERPIXEL * scale
+        else:
+            x, block = tf.nn.bias_add(tf.nn.conv2d(x, head[0], 1, "SAME"), head[1]), scale
+        return tf.nn.depth_to_space(to_pixel_range(x) if pixel_range else x, block)
 
     return serve
 
@@ -84,13 +125,15 @@ def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | Non
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
     calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
     for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one XNNPACK INT8 graph)."""
-    serve = tf_function(model, form or ("folded-relu" if precision == "int8" else "prelu"), balance, rewrites)
-    return convert_function(serve, path, precision, patches, io_dtype)
+    pixel_range = precision == "int8"
+    serve = tf_function(model, form or ("folded-relu" if pixel_range else "prelu"), balance, rewrites, pixel_range)
+    return convert_function(serve, path, precision, patches, io_dtype, pixel_range)
 
 
 def convert_function(serve, path: Path, precision: str, patches: np.ndarray | None = None,
-                     io_dtype: str = "uint8") -> Path:
-    """Write `path` (.tflite) from a tf.function of one NHWC float input (convert's converter settings)."""
+                     io_dtype: str = "uint8", pixel_range: bool = False) -> Path:
+    """Write `path` (.tflite) from a tf.function of one NHWC float input (convert's converter settings);
+    `pixel_range`: the function ends in to_pixel_range, to be folded (fold_pixel_range)."""
     import tensorflow as tf
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -112,7 +155,7 @@ def convert_function(serve, path: Path, precision: str, patches: np.ndarray | No
         elif precision != "fp32":
             raise ValueError(f"precision must be fp32 or int8, not {precision!r}")
         flatbuffer = converter.convert()
-    return write_atomic(path, flatbuffer)
+    return write_atomic(path, fold_pixel_range(flatbuffer) if pixel_range else flatbuffer)
 
 
 def op_report(path: Path) -> dict:
