@@ -117,7 +117,8 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                     else:
                         with tempfile.TemporaryDirectory() as tmp:
                             fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head, balance,
-                                                           superpixel=-1 in superpixel_layers(scale, "onnxruntime"),
+                                                           superpixel="superpixel" in ONNX_REWRITES
+                                                           and -1 in superpixel_layers(scale, "onnxruntime"),
                                                            pixel_range=True)
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
