@@ -102,12 +102,19 @@ class QuantSim(nn.Module):
         return F.pixel_shuffle(x, self.model.config.scale)
 
 
+QAT_TARGETS = ("hr", "fp32")
+
+
 def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray, iters: int = 3000, lr: float = 1e-4,
                          batch: int = 32, lr_patch: int = 16, eval_every: int = 500, recalibrate_every: int = 50,
-                         seed: int = 7, desc: str = "qat") -> tuple[FSRCNN, float, list[torch.Tensor]]:
+                         seed: int = 7, target: str = "hr", desc: str = "qat") -> tuple[FSRCNN, float, list[torch.Tensor]]:
     """Fine-tune a copy of `model` under simulated INT8, with channel gains (balance_gains) measured on
     the FP32 model and activation ranges from the export's `calibration` patches; returns the
-    best-on-Set5 copy, its simulated PSNR and the gains its INT8 export must use."""
+    best-on-Set5 copy, its simulated PSNR and the gains its INT8 export must use. `target` is what the
+    simulated INT8 output is fitted to: the HR patches ("hr"), or the FP32 model's own output on the
+    LR patches ("fp32", distillation: the INT8 model's job is to reproduce the FP32 one)."""
+    if target not in QAT_TARGETS:
+        raise ValueError(f"target must be one of {QAT_TARGETS}, not {target!r}")
     scale = model.config.scale
     work = FSRCNN(model.config)
     work.load_state_dict(model.state_dict())
@@ -135,6 +142,9 @@ def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray,
         if step % recalibrate_every == 0:
             sim.calibrate()
         x, y = sampler.batch(batch)
+        if target == "fp32":
+            with torch.no_grad():
+                y = model(x)
         loss = F.mse_loss(sim(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
