@@ -67,15 +67,16 @@ def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, pat
     path = checkpoint.with_name(f"{ident}_qat.pt")
     meta_path = path.with_suffix(".json")
     digest = sha256(checkpoint)
+    train_sets = json.loads(checkpoint.with_suffix(".json").read_text()).get("train_sets", list(CALIBRATION_SETS))
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE \
-                and meta.get("qat_target") == target:
+                and meta.get("qat_target") == target and meta.get("qat_sets") == train_sets:
             return load_weights(path), [torch.tensor(gains) for gains in meta["balance"]]
     tuned, sim_psnr, balance = quant_aware_finetune(model, data_dir, patches, iters=iters, target=target,
-                                                   desc=f"{ident} QAT")
+                                                   train_sets=tuple(train_sets), desc=f"{ident} QAT")
     save_weights(tuned, path, {"qat_from": checkpoint.name, "qat_from_sha256": digest, "qat_iters": iters,
-                               "qat_recipe": QAT_RECIPE, "qat_target": target,
+                               "qat_recipe": QAT_RECIPE, "qat_target": target, "qat_sets": train_sets,
                                "simulated_int8_set5_psnr": round(sim_psnr, 4),
                                "balance": [gains.tolist() for gains in balance]})
     return tuned, balance

@@ -11,8 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "results" / "training_logs"
 # The training phases in the order they ran (TRAINING.md): x3 from scratch, x2/x4 transfer (deconvolution,
-# then all layers), then the GPU continuations of all six, gpu1, gpu2, ... (scripts/train_on_gpu.sh RUN=).
+# then all layers), then the GPU continuations of all six, gpu1, gpu2, ... (scripts/train_on_gpu.sh RUN=), then
+# the CPU fine-tunes on T91 alone (runs/t91/<id>).
 PHASES = ["scratch", "deconv", "all"]
+LATE_PHASES = ["t91"]
 
 
 def gpu_phases() -> list[str]:
@@ -68,7 +70,7 @@ def main() -> int:
     if runs.is_dir():
         collect(runs)
     curves = {}
-    for phase in PHASES + gpu_phases():  # each model's runs chained in the order they ran, steps counted on
+    for phase in PHASES + gpu_phases() + LATE_PHASES:  # each model's runs chained in the order they ran, steps counted on
         for log in sorted(LOGS.glob(f"{phase}_*.csv")):
             ident = log.stem[len(phase) + 1:]
             points = curves.setdefault(ident, [])
