@@ -61,13 +61,12 @@ class BuildError(Exception):
 
 
 def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, patches: np.ndarray,
-                iters: int, target: str) -> tuple[FSRCNN, list[torch.Tensor]]:
+                iters: int, target: str, train_sets: list[str]) -> tuple[FSRCNN, list[torch.Tensor]]:
     """The quantization-aware copy and its channel gains, reused while made from this very checkpoint
     by this recipe."""
     path = checkpoint.with_name(f"{ident}_qat.pt")
     meta_path = path.with_suffix(".json")
     digest = sha256(checkpoint)
-    train_sets = json.loads(checkpoint.with_suffix(".json").read_text()).get("train_sets", list(CALIBRATION_SETS))
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE \
@@ -107,10 +106,12 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         bar.update(1)
         step = "QAT"
         target = QAT_TARGET[ident.rsplit("_x", 1)[0]]
-        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target)
+        train_sets = json.loads(checkpoint.with_suffix(".json").read_text()).get("train_sets", list(CALIBRATION_SETS))
+        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets)
         bar.update(1)
         made = {}
-        common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "target": target, "weights": f"{ident}_qat.pt",
+        common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "target": target, "sets": train_sets,
+                                                      "weights": f"{ident}_qat.pt",
                                                       "channel_balance": f"{ident}_qat.json"}}
         for fmt in formats:
             for precision in ("fp32", "int8"):
