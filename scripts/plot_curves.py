@@ -11,15 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "results" / "training_logs"
 # The training phases in the order they ran (TRAINING.md): x3 from scratch, x2/x4 transfer (deconvolution,
-# then all layers), then the GPU continuations of all six, gpu1, gpu2, ... (scripts/train_on_gpu.sh RUN=), then
-# the CPU fine-tunes on T91 alone (runs/t91/<id>).
-PHASES = ["scratch", "deconv", "all"]
-LATE_PHASES = ["t91"]
+# then all layers), GPU continuations of all six (scripts/train_on_gpu.sh RUN=gpuN), a CPU fine-tune on T91
+# alone (runs/t91/<id>), then more GPU runs on T91. Phases not listed (a user's own runs) chain on after these.
+PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6"]
 
 
-def gpu_phases() -> list[str]:
-    names = {log.stem.split("_", 1)[0] for log in LOGS.glob("gpu*_*.csv")}
-    return sorted(names, key=lambda name: int(name[3:] or 0) if name[3:].isdigit() else -1)
+def phases() -> list[str]:
+    found = {log.stem.split("_", 1)[0] for log in LOGS.glob("*_*.csv")}
+    return PHASES + sorted(found - set(PHASES))
 
 
 COLORS = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#6a4c93", "#1982c4", "#8ac926"]
@@ -70,7 +69,7 @@ def main() -> int:
     if runs.is_dir():
         collect(runs)
     curves = {}
-    for phase in PHASES + gpu_phases() + LATE_PHASES:  # each model's runs chained in the order they ran, steps counted on
+    for phase in phases():  # each model's runs chained in the order they ran, steps counted on
         for log in sorted(LOGS.glob(f"{phase}_*.csv")):
             ident = log.stem[len(phase) + 1:]
             points = curves.setdefault(ident, [])
