@@ -13,6 +13,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from quantize.qat import fake_quant_weight
 from quantize.rewrites import SUPERPIXEL, superpixel_conv
 from training.model import FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel
 
@@ -27,10 +28,16 @@ class ReLUGraph(torch.nn.Module):
     one output channel is TF's depth_to_space; exact for even sizes (the runtime pads odd ones).
     `pixel_range`: the head's output clamped to [0, 1] before the shuffle, for the reason
     quantize.tflite_export.to_pixel_range gives; ONNX Runtime's QDQ quantizer folds the clamp into the
-    conv's output range, so no op is added."""
+    conv's output range, so no op is added. `int8_grid`: every weight snapped to its INT8 grid, as
+    quantize.qat.on_int8_grid says why."""
 
-    def __init__(self, form: FSRCNNReLUForm, superpixel: bool = False, pixel_range: bool = False):
+    def __init__(self, form: FSRCNNReLUForm, superpixel: bool = False, pixel_range: bool = False,
+                 int8_grid: bool = False):
         super().__init__()
+        if int8_grid:
+            with torch.no_grad():
+                for conv in form.convs:
+                    conv.weight.copy_(fake_quant_weight(conv.weight))
         self.config, self.body, self.head, self.pixel_range = form.config, form.convs[:-1], form.convs[-1], pixel_range
         self.block = form.config.scale
         if superpixel:
@@ -50,16 +57,16 @@ class ReLUGraph(torch.nn.Module):
 
 
 def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None,
-               superpixel: bool = False, pixel_range: bool = False) -> torch.nn.Module:
+               superpixel: bool = False, pixel_range: bool = False, int8_grid: bool = False) -> torch.nn.Module:
     """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
     or that with every PReLU rewritten into ReLUs (the INT8 forms, training.model.relu_layers), with
-    `superpixel` and `pixel_range` as ReLUGraph takes them."""
+    `superpixel`, `pixel_range` and `int8_grid` as ReLUGraph takes them."""
     if head == "deconv":
         return model.eval()
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
     if head in ("folded-relu", "split-relu"):
-        return ReLUGraph(FSRCNNReLUForm(model, head.split("-")[0], balance), superpixel, pixel_range).eval()
+        return ReLUGraph(FSRCNNReLUForm(model, head.split("-")[0], balance), superpixel, pixel_range, int8_grid).eval()
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
@@ -69,11 +76,11 @@ def _atomic_target(path: Path) -> Path:
 
 
 def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None,
-                superpixel: bool = False, pixel_range: bool = False) -> Path:
+                superpixel: bool = False, pixel_range: bool = False, int8_grid: bool = False) -> Path:
     """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded
-    (`balance`: an INT8 form's channel gains, see training.model.relu_layers; `superpixel`, `pixel_range`:
-    see ReLUGraph)."""
-    module = deployable(model, head, balance, superpixel, pixel_range)
+    (`balance`: an INT8 form's channel gains, see training.model.relu_layers; `superpixel`, `pixel_range`,
+    `int8_grid`: see ReLUGraph, for the float source of an INT8 model)."""
+    module = deployable(model, head, balance, superpixel, pixel_range, int8_grid)
     example = torch.rand(1, 1, 32, 40)
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_runtime.files import write_atomic
 from quantize.rewrites import REWRITES, SUPERPIXEL, rows_as_channels, superpixel_conv, superpixel_layers
+from quantize.qat import on_int8_grid
 from training.model import FSRCNN, deconv_to_subpixel, relu_layers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,7 +68,7 @@ def fold_pixel_range(flatbuffer: bytes) -> bytes:
 
 
 def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, rewrites: tuple = REWRITES,
-                pixel_range: bool = False):
+                pixel_range: bool = False, int8_grid: bool = False):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
     form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
@@ -76,6 +77,7 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
     as one INT8 graph, with the `rewrites` (REWRITES) of those forms: "rows", the first conv on rows
     (rows_as_channels); "superpixel", the convs of superpixel_layers on 2x2 superpixels (superpixel_conv,
     which then needs even H and W). `pixel_range`: the head's output clamped by to_pixel_range.
+    `int8_grid`: the ReLU form's weights snapped to their INT8 grid (quantize.qat.on_int8_grid).
     """
     import tensorflow as tf
 
@@ -90,7 +92,8 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
         head = [hwio(w) if i == 0 else w.detach().numpy()
                 for i, w in enumerate(deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))]
     elif form in ("folded-relu", "split-relu"):
-        oihw = [(w.detach().numpy(), b.detach().numpy()) for w, b in relu_layers(model, form.split("-")[0], balance)]
+        layers = relu_layers(model, form.split("-")[0], balance)
+        oihw = [(w.detach().numpy(), b.detach().numpy()) for w, b in (on_int8_grid(layers) if int8_grid else layers)]
         *body, head = [(w.transpose(2, 3, 1, 0).copy(), b) for w, b in oihw]
         stages = [(w, b, None) for w, b in body]
     else:
@@ -126,7 +129,8 @@ def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | Non
     calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
     for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one XNNPACK INT8 graph)."""
     pixel_range = precision == "int8"
-    serve = tf_function(model, form or ("folded-relu" if pixel_range else "prelu"), balance, rewrites, pixel_range)
+    serve = tf_function(model, form or ("folded-relu" if pixel_range else "prelu"), balance, rewrites, pixel_range,
+                        int8_grid=pixel_range)
     return convert_function(serve, path, precision, patches, io_dtype, pixel_range)
 
 
