@@ -134,6 +134,26 @@ def test_onnx_int8_runs_every_conv_as_qlinearconv(int8_pair):
     # (the head's clamp to the pixel range went into its QLinearConv's output range)
 
 
+def test_onnx_int8_keeps_the_bias_of_a_channel_without_weights_exact(int8_pair):
+    """The folded form's ones channel has no weights, only its bias; ONNX Runtime's quantizer would put
+    that bias on the input's activation grid (onnx_export.exact_constant_channels)."""
+    model, onnx_int8, _, _, gains = int8_pair
+    graph = onnx.load(onnx_int8).graph
+    inits = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    constants = 0
+    for conv, (weight, bias) in zip(convs, relu_layers(model, INT8_FORM, gains)):
+        if len(conv.input) < 3:  # the exporter leaves out an all-zero bias
+            continue
+        bias_dq = producers[conv.input[2]]
+        deployed = inits[bias_dq.input[0]] * inits[bias_dq.input[1]]
+        constant = ((weight.abs().amax(dim=(1, 2, 3)) == 0) & (bias != 0)).numpy()
+        constants += constant.sum()
+        assert np.allclose(deployed[constant], bias.detach().numpy()[constant], rtol=1e-6, atol=0)
+    assert constants == 1
+
+
 def test_tflite_int8_is_integer_end_to_end_in_one_xnnpack_graph(int8_pair):
     _, _, tflite_int8, *_ = int8_pair
     report = tflite_export.op_report(tflite_int8)
