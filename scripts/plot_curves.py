@@ -13,7 +13,7 @@ LOGS = ROOT / "results" / "training_logs"
 # The training phases in the order they ran (TRAINING.md): x3 from scratch, x2/x4 transfer (deconvolution,
 # then all layers), GPU continuations of all six (scripts/train_on_gpu.sh RUN=gpuN), a CPU fine-tune on T91
 # alone (runs/t91/<id>), then more GPU runs on T91. Phases not listed (a user's own runs) chain on after these.
-PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6"]
+PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7"]
 
 
 def phases() -> list[str]:
