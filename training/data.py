@@ -40,6 +40,16 @@ def set_folder(data_dir: Path, name: str) -> Path:
     return folder
 
 
+def augmented_pairs(folders: list[Path], scale: int, progress: bool = True):
+    """(HR, LR) uint8 Y pairs of every training image at every DOWNSCALES factor (rotations are the
+    caller's), each made by the evaluation's own degradation."""
+    files = [f for folder in folders for f in image_files(folder)]
+    for path in tqdm(files, desc=f"preparing x{scale} pairs", disable=not progress, unit="img"):
+        y = read_y(path)
+        for factor in DOWNSCALES:
+            yield degrade(y if factor == 1.0 else imresize(y, factor), scale)
+
+
 class PatchSampler:
     """Random (LR, HR) patch pairs from every augmented version of every training image.
 
@@ -53,16 +63,12 @@ class PatchSampler:
                  device: str | torch.device = "cpu", weigh: str = "pixels"):
         self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
         hr_parts, lr_parts, shapes = [], [], []
-        files = [f for folder in folders for f in image_files(folder)]
-        for path in tqdm(files, desc=f"preparing x{scale} pairs", disable=not progress, unit="img"):
-            y = read_y(path)
-            for factor in DOWNSCALES:
-                hr, lr = degrade(y if factor == 1.0 else imresize(y, factor), scale)  # the evaluation's own pair
-                if min(hr.shape) < lr_patch * scale:
-                    continue
-                hr_parts.append(hr.ravel())
-                lr_parts.append(lr.ravel())
-                shapes.append(lr.shape)
+        for hr, lr in augmented_pairs(folders, scale, progress):
+            if min(hr.shape) < lr_patch * scale:
+                continue
+            hr_parts.append(hr.ravel())
+            lr_parts.append(lr.ravel())
+            shapes.append(lr.shape)
         if not shapes:
             raise DataError(f"no training image is at least {lr_patch * scale} px on each side")
         self.count = len(shapes)

@@ -104,7 +104,7 @@ def subpixel_kernel_size(scale: int) -> int:
     return 2 * reach + 1
 
 
-def _subpixel_taps(scale: int) -> torch.Tensor:
+def subpixel_taps(scale: int) -> torch.Tensor:
     """For each (phase, uy, ux) of the rewritten conv: the flat 9x9 deconvolution tap it copies, or 81 (zero).
 
     Output phase (ry, rx) at LR position i gets input j = i - t through deconvolution tap
@@ -131,7 +131,7 @@ def deconv_to_subpixel(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> 
     the faster conv form while the parameters stay the paper's 9x9 deconvolution."""
     d = weight.shape[0]
     flat = torch.cat([weight.reshape(d, -1), weight.new_zeros(d, 1)], dim=1)  # d x 82
-    taps = _subpixel_taps(scale).to(weight.device)
+    taps = subpixel_taps(scale).to(weight.device)
     conv_w = flat[:, taps].permute(1, 0, 2, 3)  # scale^2 x d x k x k
     return conv_w, bias.expand(scale * scale)
 
