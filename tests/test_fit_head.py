@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, ROOT, textured_image
+from edge_runtime.files import sha256
 from edge_runtime.metrics import degrade, rgb_to_y
 from training.fit_head import fit_head
 from training.model import FSRCNN, load_weights, preset, save_weights
@@ -38,12 +39,14 @@ def test_the_cli_writes_a_refitted_checkpoint_only_when_validation_rises(tiny_da
     path = tmp_path / "fsrcnn-s_x3.pt"
     torch.manual_seed(0)
     save_weights(FSRCNN(preset("fsrcnn-s", 3)), path, {"train_sets": ["T91"]})  # an untrained head
+    untrained = sha256(path)
     command = [PYTHON, "-m", "training.fit_head", str(path), "--data-dir", str(tiny_dataset), "--threads", "1"]
     first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stderr
     meta = json.loads(path.with_suffix(".json").read_text())
     fit = meta["head_fit"]
     assert fit["val_psnr_after"] > fit["val_psnr_before"] and fit["train_sets"] == ["T91"]
+    assert fit["from_sha256"] == untrained
     refitted = load_weights(path).deconv.weight.clone()
     second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)  # already at the optimum
     assert second.returncode == 0 and "kept the checkpoint" in second.stdout

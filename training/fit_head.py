@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge_runtime.files import sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, augmented_pairs, resolve_data_dir, set_folder
 from training.evaluate import torch_upscaler
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(args.checkpoint)
         model = load_weights(source)
         meta = json.loads(source.with_suffix(".json").read_text())
+        digest = sha256(source)  # before the fit may overwrite it
         data_dir = resolve_data_dir(args.data_dir)
         train_sets = args.train_sets or meta.get("train_sets") or ["T91", "BSD200"]
         folders = [set_folder(data_dir, name) for name in train_sets]
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out) if args.out else source
     meta.pop("config", None)
-    meta["head_fit"] = {"train_sets": train_sets, "turns": TURNS, "keep": args.keep, "val_set": args.val_set,
+    meta["head_fit"] = {"from_sha256": digest, "train_sets": train_sets, "turns": TURNS, "keep": args.keep, "val_set": args.val_set,
                         "val_psnr_before": round(before, 4), "val_psnr_after": round(after, 4)}
     meta.update(val_set=args.val_set, val_psnr=round(after, 4))
     save_weights(model, out, meta)
