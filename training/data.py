@@ -40,11 +40,11 @@ def set_folder(data_dir: Path, name: str) -> Path:
     return folder
 
 
-def augmented_pairs(folders: list[Path], scale: int, progress: bool = True):
+def augmented_pairs(folders: list[Path], scale: int, progress: bool = True, desc: str = "preparing"):
     """(HR, LR) uint8 Y pairs of every training image at every DOWNSCALES factor (rotations are the
     caller's), each made by the evaluation's own degradation."""
     files = [f for folder in folders for f in image_files(folder)]
-    for path in tqdm(files, desc=f"preparing x{scale} pairs", disable=not progress, unit="img"):
+    for path in tqdm(files, desc=f"{desc} x{scale} pairs", disable=not progress, unit="img"):
         y = read_y(path)
         for factor in DOWNSCALES:
             yield degrade(y if factor == 1.0 else imresize(y, factor), scale)

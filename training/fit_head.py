@@ -24,6 +24,7 @@ from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, augmented_pairs, resolve_data_dir, set_folder
 from training.evaluate import torch_upscaler
 from training.model import DECONV_KERNEL, FSRCNN, CheckpointError, load_weights, save_weights, subpixel_taps
+from training.train import TrainConfig
 
 TURNS = 4  # rotations by 90 degrees, as training's augmentation
 RIDGE = 1e-7  # relative to the mean feature energy: keeps the solve well posed, moves nothing measurable
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where to write the refitted checkpoint (default: over the input)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
+    if not 0 < args.keep <= 1:
+        p.error(f"--keep must be in (0, 1], not {args.keep}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads(source.with_suffix(".json").read_text())
         digest = sha256(source)  # before the fit may overwrite it
         data_dir = resolve_data_dir(args.data_dir)
-        train_sets = args.train_sets or meta.get("train_sets") or ["T91", "BSD200"]
+        train_sets = args.train_sets or meta.get("train_sets") or TrainConfig().train_sets
         folders = [set_folder(data_dir, name) for name in train_sets]
         val_pairs = load_eval_set(set_folder(data_dir, args.val_set), model.config.scale)
     except (DataError, CheckpointError) as err:
@@ -147,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scale = model.config.scale
     before = evaluate_set(torch_upscaler(model), val_pairs, scale)["psnr"]
-    fit_head(model, rotated(augmented_pairs(folders, scale)), args.keep)
+    try:
+        fit_head(model, rotated(augmented_pairs(folders, scale, desc="fitting the head on")), args.keep)
+    except KeyboardInterrupt:
+        print("edge-sr fit-head: interrupted; the checkpoint is unchanged", file=sys.stderr)
+        return 130
     after = evaluate_set(torch_upscaler(model), val_pairs, scale)["psnr"]
     print(f"{source.stem}: {args.val_set} {before:.3f} -> {after:.3f} dB with the refitted head")
     if after < before + MIN_GAIN_DB:
