@@ -8,7 +8,7 @@ export EDGE_SR_DATA ?= $(abspath $(DATA))
 STAMP := $(VENV)/.installed
 PEERS ?= ../shared/peers/opencv_dnn_superres
 
-.PHONY: install demo test test-fast train train-x3 train-transfer fit-head evaluate quantize bench benchmarks \
+.PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
         wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi standin-pi clean
 
 $(STAMP): pyproject.toml constraints.txt
@@ -49,12 +49,7 @@ train-transfer: $(STAMP)
 	    --init-from training/weights/$${m}_x$$s.pt --run-dir runs/all || exit 1; \
 	done; done
 
-# The last step of training: each model's deconvolution refitted in closed form on its training images
-# (training/fit_head.py); a checkpoint changes only if Set5 rises.
-fit-head: $(STAMP)
-	for m in $(MODELS); do $(PY) -m training.fit_head training/weights/$$m.pt || exit 1; done
-
-train: train-x3 train-transfer fit-head
+train: train-x3 train-transfer
 
 evaluate: $(STAMP)
 	$(PY) -m training.evaluate --json results/evaluation.json --markdown results/evaluation.md
