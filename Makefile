@@ -31,7 +31,6 @@ test-fast: $(STAMP)
 # The paper's recipe: x3 from scratch, then x2/x4 by fine-tuning the deconvolution only, then all
 # layers briefly. The shipped weights were trained with these defaults (TRAINING.md).
 FAMILIES ?= fsrcnn fsrcnn-s
-MODELS ?= $(foreach m,$(FAMILIES),$(m)_x2 $(m)_x3 $(m)_x4)
 X3_ITERS_fsrcnn ?= 45000
 X3_ITERS_fsrcnn-s ?= 120000
 DECONV_ITERS ?= 1500
@@ -56,6 +55,7 @@ evaluate: $(STAMP)
 	$(PY) scripts/plot_curves.py
 	$(PY) scripts/update_readme.py
 
+MODELS ?= $(foreach m,$(FAMILIES),$(m)_x2 $(m)_x3 $(m)_x4)
 quantize: $(STAMP)
 	$(PY) -m quantize.build --models $(MODELS)
 	$(PY) scripts/update_readme.py
