@@ -18,7 +18,7 @@ import numpy as np
 from edge_runtime.files import write_atomic
 from quantize.rewrites import REWRITES, SUPERPIXEL, rows_as_channels, superpixel_conv, superpixel_layers
 from quantize.qat import on_int8_grid
-from training.model import FSRCNN, deconv_to_subpixel, relu_layers
+from training.model import FSRCNN, relu_layers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's deprecation chatter
@@ -90,7 +90,7 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
         stages = [(hwio(c.weight), c.bias.detach().numpy(), -p.weight.detach().numpy().reshape(1, 1, -1))
                   for c, p in zip(layers[0::2], layers[1::2])]
         head = [hwio(w) if i == 0 else w.detach().numpy()
-                for i, w in enumerate(deconv_to_subpixel(model.deconv.weight, model.deconv.bias, scale))]
+                for i, w in enumerate(model.head_as_conv())]
     elif form in ("folded-relu", "split-relu"):
         layers = relu_layers(model, form.split("-")[0], balance)
         oihw = [(w.detach().numpy(), b.detach().numpy()) for w, b in (on_int8_grid(layers) if int8_grid else layers)]

@@ -3,30 +3,33 @@ import torch
 
 from training.model import (
     PRESETS, RELU_FORMS, SCALES, CheckpointError, FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel, load_weights, relu_layers,
-    macs_per_lr_pixel, preset, save_weights, subpixel_kernel_size,
+    macs_per_lr_pixel, preset, repad_deconv, save_weights, subpixel_kernel_size,
 )
 
+# (scale, deconvolution padding): the default 4 at every scale, and 3, which centres the x3 head
+HEADS = [(2, 4), (3, 4), (4, 4), (3, 3), (4, 3)]
 
-def random_model(name: str, scale: int, seed: int = 0) -> FSRCNN:
+
+def random_model(name: str, scale: int, seed: int = 0, deconv_pad: int = 4) -> FSRCNN:
     torch.manual_seed(seed)
-    model = FSRCNN(preset(name, scale)).eval()
+    model = FSRCNN(preset(name, scale, deconv_pad)).eval()
     torch.nn.init.normal_(model.deconv.weight, std=0.05)  # paper init is tiny; make the head matter
     torch.nn.init.normal_(model.deconv.bias, std=0.05)
     return model
 
 
 @pytest.mark.parametrize("name", PRESETS)
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale,pad", HEADS)
 @pytest.mark.parametrize("size", [(17, 23), (32, 32), (1, 5)])
-def test_output_is_exactly_scale_times_input_for_odd_sizes(name, scale, size):
-    model = random_model(name, scale)
+def test_output_is_exactly_scale_times_input_for_odd_sizes(name, scale, pad, size):
+    model = random_model(name, scale, deconv_pad=pad)
     out = model(torch.rand(2, 1, *size))
     assert out.shape == (2, 1, size[0] * scale, size[1] * scale)
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_conv_plus_pixel_shuffle_equals_the_9x9_deconvolution(scale):
-    model = random_model("fsrcnn", scale)
+@pytest.mark.parametrize("scale,pad", HEADS)
+def test_conv_plus_pixel_shuffle_equals_the_9x9_deconvolution(scale, pad):
+    model = random_model("fsrcnn", scale, deconv_pad=pad)
     x = torch.rand(1, 1, 19, 26)
     with torch.no_grad():
         reference = model(x)
@@ -36,9 +39,9 @@ def test_conv_plus_pixel_shuffle_equals_the_9x9_deconvolution(scale):
 
 @pytest.mark.parametrize("form", RELU_FORMS)
 @pytest.mark.parametrize("name", PRESETS)
-@pytest.mark.parametrize("scale", SCALES)
-def test_int8_relu_forms_equal_the_prelu_model_border_included(form, name, scale):
-    model = random_model(name, scale)
+@pytest.mark.parametrize("scale,pad", HEADS)
+def test_int8_relu_forms_equal_the_prelu_model_border_included(form, name, scale, pad):
+    model = random_model(name, scale, deconv_pad=pad)
     for module in model.body:
         if isinstance(module, torch.nn.PReLU):
             torch.nn.init.uniform_(module.weight, -0.5, 1.5)  # any slope, negative ones included
@@ -76,6 +79,30 @@ def test_subpixel_kernel_is_5x5_for_x2_x3_and_3x3_for_x4():
     assert [subpixel_kernel_size(s) for s in SCALES] == [5, 5, 3]
 
 
+def test_padding_3_centres_the_x3_head_on_a_3x3_conv():
+    assert [subpixel_kernel_size(s, 3) for s in (3, 4)] == [3, 3]
+
+
+def test_a_padding_that_cannot_give_scale_times_the_input_is_refused():
+    with pytest.raises(ValueError, match="exactly 2x"):
+        preset("fsrcnn", 2, deconv_pad=3)
+
+
+@pytest.mark.parametrize("scale", (3, 4))
+def test_repadded_deconvolution_computes_the_same_function_when_its_shifted_out_taps_are_zero(scale):
+    padded_4 = random_model("fsrcnn-s", scale)
+    with torch.no_grad():
+        padded_4.deconv.weight[..., 0, :] = 0  # the row and column that padding 3 shifts out
+        padded_4.deconv.weight[..., :, 0] = 0
+    padded_3 = FSRCNN(preset("fsrcnn-s", scale, deconv_pad=3)).eval()
+    padded_3.load_state_dict(padded_4.state_dict())
+    with torch.no_grad():
+        padded_3.deconv.weight.copy_(repad_deconv(padded_4.deconv.weight, 4, 3))
+        x = torch.rand(1, 1, 13, 10)
+        assert (padded_3(x) - padded_4(x)).abs().max() < 1e-6
+        assert torch.equal(repad_deconv(padded_3.deconv.weight, 3, 4), padded_4.deconv.weight)
+
+
 def test_architecture_matches_the_paper():
     model = FSRCNN(preset("fsrcnn", 3))
     convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
@@ -86,14 +113,17 @@ def test_architecture_matches_the_paper():
     assert macs_per_lr_pixel(preset("fsrcnn-s", 3).__class__(32, 5, 1, 3)) == 25 * 32 + 160 + 225 + 160 + 81 * 32
 
 
-def test_checkpoint_round_trip_restores_identical_outputs(tmp_path):
-    model = random_model("fsrcnn-s", 2)
-    save_weights(model, tmp_path / "fsrcnn-s_x2.pt", {"step": 5})
-    loaded = load_weights(tmp_path / "fsrcnn-s_x2.pt", expect_scale=2)
+@pytest.mark.parametrize("scale,pad", [(2, 4), (3, 3)])
+def test_checkpoint_round_trip_restores_identical_outputs(tmp_path, scale, pad):
+    model = random_model("fsrcnn-s", scale, deconv_pad=pad)
+    path = tmp_path / f"fsrcnn-s_x{scale}.pt"
+    save_weights(model, path, {"step": 5})
+    loaded = load_weights(path, expect_scale=scale)
+    assert loaded.config.deconv_pad == pad
     x = torch.rand(1, 1, 9, 9)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    assert torch.load(tmp_path / "fsrcnn-s_x2.pt", weights_only=True)  # plain state dict
+    assert torch.load(path, weights_only=True)  # plain state dict
 
 
 def test_corrupt_missing_and_mismatched_checkpoints_raise_clear_errors(tmp_path):

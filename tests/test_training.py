@@ -99,8 +99,22 @@ def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):
     assert provenance["init_from_sha256"] == sha256(tmp_path / "fsrcnn-s_x3.pt")  # names the exact file it started from
 
 
+def test_fine_tuning_into_padding_3_starts_from_the_same_head_moved_one_tap(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--eval-every", "5",
+              "--batch", "4", "--lr-patch", "8", "--threads", "1"]
+    train_module.train(train_module.parse_args(common + ["--iters", "5", "--run-dir", str(tmp_path / "r4"),
+                                                         "--out-dir", str(tmp_path / "pad4")]))
+    padded_4 = load_weights(tmp_path / "pad4" / "fsrcnn-s_x3.pt")
+    cfg = train_module.parse_args(common + ["--deconv-pad", "3", "--init-from", str(tmp_path / "pad4" / "fsrcnn-s_x3.pt")])
+    padded_3 = train_module.build_model(cfg)
+    assert padded_3.config.deconv_pad == 3
+    assert torch.equal(padded_3.deconv.weight[..., :8, :8], padded_4.deconv.weight[..., 1:, 1:])
+    assert not padded_3.deconv.weight[..., 8, :].any() and not padded_3.deconv.weight[..., :, 8].any()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data-dir", "/nonexistent/data"], "data folder not found"),
+    (["--data-dir", "{empty}", "--scale", "2", "--deconv-pad", "3"], "cannot give an output of exactly 2x"),
     (["--data-dir", "{empty}"], "no images"),
     (["--data-dir", "{empty}", "--model", "srgan"], "unknown model"),
     (["--data-dir", "{empty}", "--weigh", "bytes"], "--weigh must be one of"),

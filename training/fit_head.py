@@ -47,7 +47,7 @@ class HeadFit:
     def __init__(self, model: FSRCNN, keep: float = KEEP, seed: int = 0):
         self.model, self.scale, d = model, model.config.scale, model.config.d
         self.keep, self.generator = keep, torch.Generator().manual_seed(seed)
-        taps = subpixel_taps(self.scale)  # phase x k x k -> flat 9x9 tap, or 81 where none
+        taps = subpixel_taps(self.scale, model.config.deconv_pad)  # phase x k x k -> flat 9x9 tap, or 81 where none
         self.k = taps.shape[-1]
         zero = DECONV_KERNEL * DECONV_KERNEL
         flat = taps.reshape(len(taps), -1)

@@ -27,6 +27,19 @@ class FSRCNNConfig:
     s: int = 12  # shrunk dimension (mapping layers)
     m: int = 4  # number of 3x3 mapping layers
     scale: int = 3
+    # The deconvolution's padding. 4 (the default, every shipped model) puts the kernel's centre tap on HR
+    # pixel scale*i, which at x3 and x4 is 1 and 1.5 HR pixels off LR pixel i's footprint centre
+    # (scale*i + (scale-1)/2). 3 centres it at x3 and halves the offset at x4.
+    deconv_pad: int = DECONV_PAD
+
+    def __post_init__(self):
+        if not 0 <= self.output_padding < self.scale:
+            raise ValueError(f"deconv_pad {self.deconv_pad} cannot give an output of exactly {self.scale}x the input")
+
+    @property
+    def output_padding(self) -> int:
+        """What makes the output exactly scale x the input: (H-1)*scale + 9 - 2*pad + out_pad = scale*H."""
+        return 2 * self.deconv_pad + self.scale - DECONV_KERNEL
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,13 +49,13 @@ PRESETS = {"fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
 SCALES = (2, 3, 4)
 
 
-def preset(name: str, scale: int) -> FSRCNNConfig:
+def preset(name: str, scale: int, deconv_pad: int = DECONV_PAD) -> FSRCNNConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(PRESETS)}")
     if scale not in SCALES:
         raise ValueError(f"unsupported scale {scale}; choose from {SCALES}")
     d, s, m = PRESETS[name]
-    return FSRCNNConfig(d=d, s=s, m=m, scale=scale)
+    return FSRCNNConfig(d=d, s=s, m=m, scale=scale, deconv_pad=deconv_pad)
 
 
 def model_id(name: str, scale: int) -> str:
@@ -66,9 +79,8 @@ class FSRCNN(nn.Module):
             layers += _conv_prelu(c.s, c.s, 3)
         layers += _conv_prelu(c.s, c.d, 1)
         self.body = nn.Sequential(*layers)
-        # padding 4 + output_padding (scale-1) makes the output exactly scale x the input.
         self.deconv = nn.ConvTranspose2d(
-            c.d, 1, DECONV_KERNEL, stride=c.scale, padding=DECONV_PAD, output_padding=c.scale - 1
+            c.d, 1, DECONV_KERNEL, stride=c.scale, padding=c.deconv_pad, output_padding=c.output_padding
         )
         self.reset_parameters()
 
@@ -89,28 +101,42 @@ class FSRCNN(nn.Module):
             return self.forward_subpixel(x)
         return self.deconv(self.body(x))
 
+    def head_as_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deconvolution's (weight, bias) as the conv of the conv + pixel_shuffle form (differentiable)."""
+        return deconv_to_subpixel(self.deconv.weight, self.deconv.bias, self.config.scale, self.config.deconv_pad)
+
     def forward_subpixel(self, x: torch.Tensor) -> torch.Tensor:
         """The same function through the conv + pixel_shuffle form: ~1.5x faster to train on CPU."""
-        w, b = deconv_to_subpixel(self.deconv.weight, self.deconv.bias, self.config.scale)
+        w, b = self.head_as_conv()
         return F.pixel_shuffle(F.conv2d(self.body(x), w, b, padding=w.shape[-1] // 2), self.config.scale)
 
 
-def subpixel_kernel_size(scale: int) -> int:
-    """Size of the conv that replaces the 9x9 stride-`scale` deconvolution (5 for x2/x3, 3 for x4)."""
-    reach = max(
-        max(math.floor((DECONV_PAD - r) / scale), -math.ceil(-(DECONV_PAD + r) / scale))
-        for r in range(scale)
-    )
+def repad_deconv(weight: torch.Tensor, from_pad: int, to_pad: int) -> torch.Tensor:
+    """A 9x9 deconvolution kernel moved from padding `from_pad` to `to_pad`: the same function but for
+    the row and column of taps shifted out (the new edge taps start at zero)."""
+    shift = from_pad - to_pad  # new tap k reads old tap k + shift
+    out = torch.zeros_like(weight)
+    n = DECONV_KERNEL - abs(shift)
+    src, dst = (shift, 0) if shift >= 0 else (0, -shift)
+    out[..., dst:dst + n, dst:dst + n] = weight[..., src:src + n, src:src + n]
+    return out
+
+
+def subpixel_kernel_size(scale: int, pad: int = DECONV_PAD) -> int:
+    """Size of the conv that replaces the 9x9 stride-`scale` deconvolution (padding 4: 5 for x2/x3,
+    3 for x4; padding 3: 3 for x3 and x4)."""
+    last = DECONV_KERNEL - 1
+    reach = max(max(math.floor((pad + r) / scale), math.floor((last - pad - r) / scale)) for r in range(scale))
     return 2 * reach + 1
 
 
-def subpixel_taps(scale: int) -> torch.Tensor:
+def subpixel_taps(scale: int, deconv_pad: int = DECONV_PAD) -> torch.Tensor:
     """For each (phase, uy, ux) of the rewritten conv: the flat 9x9 deconvolution tap it copies, or 81 (zero).
 
     Output phase (ry, rx) at LR position i gets input j = i - t through deconvolution tap
-    k = scale * t + r + 4; the conv sees that input at offset u = pad - t.
+    k = scale * t + r + deconv_pad; the conv sees that input at offset u = pad - t.
     """
-    k = subpixel_kernel_size(scale)
+    k = subpixel_kernel_size(scale, deconv_pad)
     pad = k // 2
     zero = DECONV_KERNEL * DECONV_KERNEL
     taps = torch.full((scale * scale, k, k), zero, dtype=torch.long)
@@ -118,20 +144,21 @@ def subpixel_taps(scale: int) -> torch.Tensor:
         for rx in range(scale):
             for uy in range(k):
                 for ux in range(k):
-                    ky = scale * (pad - uy) + ry + DECONV_PAD
-                    kx = scale * (pad - ux) + rx + DECONV_PAD
+                    ky = scale * (pad - uy) + ry + deconv_pad
+                    kx = scale * (pad - ux) + rx + deconv_pad
                     if 0 <= ky < DECONV_KERNEL and 0 <= kx < DECONV_KERNEL:
                         taps[ry * scale + rx, uy, ux] = ky * DECONV_KERNEL + kx
     return taps
 
 
-def deconv_to_subpixel(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact rewrite of ConvTranspose2d(d, 1, 9, stride=scale, padding=4) as a conv to scale^2
+def deconv_to_subpixel(weight: torch.Tensor, bias: torch.Tensor, scale: int,
+                       deconv_pad: int = DECONV_PAD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact rewrite of ConvTranspose2d(d, 1, 9, stride=scale, padding=deconv_pad) as a conv to scale^2
     channels followed by pixel_shuffle (depth_to_space). Differentiable, so training can run
     the faster conv form while the parameters stay the paper's 9x9 deconvolution."""
     d = weight.shape[0]
     flat = torch.cat([weight.reshape(d, -1), weight.new_zeros(d, 1)], dim=1)  # d x 82
-    taps = subpixel_taps(scale).to(weight.device)
+    taps = subpixel_taps(scale, deconv_pad).to(weight.device)
     conv_w = flat[:, taps].permute(1, 0, 2, 3)  # scale^2 x d x k x k
     return conv_w, bias.expand(scale * scale)
 
@@ -139,15 +166,14 @@ def deconv_to_subpixel(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> 
 class SubpixelHead(nn.Module):
     """conv (d -> scale^2) + pixel_shuffle: the deployment form of the deconvolution."""
 
-    def __init__(self, deconv: nn.ConvTranspose2d, scale: int):
+    def __init__(self, model: FSRCNN):
         super().__init__()
-        w, b = deconv_to_subpixel(deconv.weight.detach(), deconv.bias.detach(), scale)
-        w, b = w.contiguous(), b.contiguous()
+        w, b = (t.detach().contiguous() for t in model.head_as_conv())
         self.conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], padding=w.shape[2] // 2)
         with torch.no_grad():
             self.conv.weight.copy_(w)
             self.conv.bias.copy_(b)
-        self.scale = scale
+        self.scale = model.config.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.conv(x), self.scale)
@@ -160,7 +186,7 @@ class FSRCNNSubpixel(nn.Module):
         super().__init__()
         self.config = model.config
         self.body = model.body
-        self.head = SubpixelHead(model.deconv, model.config.scale)
+        self.head = SubpixelHead(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -187,7 +213,7 @@ def _reads_split(weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 def _split_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
     weights, biases, alphas = _prelu_parts(model)
-    head_w, head_b = deconv_to_subpixel(model.deconv.weight, model.deconv.bias, model.config.scale)
+    head_w, head_b = model.head_as_conv()
     out = [_pos_neg(weights[0], biases[0])]
     for i in range(1, len(weights)):
         out.append(_pos_neg(_reads_split(weights[i], alphas[i - 1]), biases[i]))
@@ -197,7 +223,7 @@ def _split_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def _folded_layers(model: FSRCNN) -> list[tuple[torch.Tensor, torch.Tensor]]:
     weights, biases, alphas = _prelu_parts(model)
-    head_w, head_b = deconv_to_subpixel(model.deconv.weight, model.deconv.bias, model.config.scale)
+    head_w, head_b = model.head_as_conv()
     out = _split_layers(model)[:-2]  # feature, shrink and mapping layers as in the split form
     # expand: relu(z_e), its own input passed through (the head's linear path), and a ones channel
     split_in = _reads_split(weights[-1], alphas[-2])

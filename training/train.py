@@ -26,7 +26,7 @@ from tqdm import tqdm
 from edge_runtime.files import sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
+from training.model import DECONV_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, repad_deconv, save_weights
 
 # LR patch side per scale (HR = scale x this); larger than the paper's 10/7/6 so border
 # effects weigh less, same cost per pixel.
@@ -53,6 +53,7 @@ class TrainConfig:
     optimizer: str = "adam"
     eval_every: int = 2000
     init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
+    deconv_pad: int = DECONV_PAD  # model.FSRCNNConfig.deconv_pad; 3 centres the x3 head (TRAINING.md)
     train_only: str = "all"  # "deconv": freeze everything but the deconvolution
     run_dir: str = "runs"
     out_dir: str = "training/weights"
@@ -113,7 +114,7 @@ def validate(model: FSRCNN, pairs, scale: int) -> float:
 
 
 def build_model(cfg: TrainConfig) -> FSRCNN:
-    model = FSRCNN(preset(cfg.model, cfg.scale))
+    model = FSRCNN(preset(cfg.model, cfg.scale, cfg.deconv_pad))
     if cfg.init_from:
         source = load_weights(cfg.init_from)
         if source.config.d != model.config.d or source.config.s != model.config.s:
@@ -121,6 +122,8 @@ def build_model(cfg: TrainConfig) -> FSRCNN:
         model.body.load_state_dict(source.body.state_dict())
         if source.config.scale == cfg.scale:
             model.deconv.load_state_dict(source.deconv.state_dict())
+            with torch.no_grad():
+                model.deconv.weight.copy_(repad_deconv(source.deconv.weight, source.config.deconv_pad, cfg.deconv_pad))
     if cfg.train_only == "deconv":
         model.body.requires_grad_(False)
     elif cfg.train_only != "all":
@@ -148,7 +151,7 @@ def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: floa
 
 
 def train(cfg: TrainConfig) -> float:
-    preset(cfg.model, cfg.scale)  # reject a bad model/scale/weigh before loading any data
+    preset(cfg.model, cfg.scale, cfg.deconv_pad)  # reject a bad model/scale/weigh before loading any data
     if cfg.weigh not in WEIGHS:
         raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
