@@ -18,15 +18,19 @@ from quantize.build import CALIBRATION
 from quantize.calibration import calibration_patches
 from quantize.qat import INT8_FORM, QuantSim, balance_gains, on_int8_grid
 from training.evaluate import WEIGHTS_DIR
-from training.model import SCALES, FSRCNN, load_weights, preset, relu_layers
+from training.model import FSRCNN, load_weights, preset, relu_layers
 
 PARITY = 1e-5  # max abs difference on the 0..1 scale
 SIM_AGREEMENT_DB = 54  # QuantSim vs the INT8 runtimes (PSNR of one against the other)
 
 
-def trained_like_model(name="fsrcnn-s", scale=2) -> FSRCNN:
+# (scale, deconvolution padding): the default 4, and 3, the x3 head centred on a 3x3 conv
+HEADS = [(2, 4), (3, 4), (4, 4), (3, 3)]
+
+
+def trained_like_model(name="fsrcnn-s", scale=2, deconv_pad=4) -> FSRCNN:
     torch.manual_seed(1)
-    model = FSRCNN(preset(name, scale)).eval()
+    model = FSRCNN(preset(name, scale, deconv_pad)).eval()
     torch.nn.init.normal_(model.deconv.weight, std=0.03)
     return model
 
@@ -41,9 +45,9 @@ def torch_reference(model, y):
 
 
 @pytest.mark.parametrize("head", onnx_export.HEADS)
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_onnx_fp32_matches_pytorch(tmp_path, head, scale):
-    model = trained_like_model(scale=scale)
+@pytest.mark.parametrize("scale,pad", HEADS)
+def test_onnx_fp32_matches_pytorch(tmp_path, head, scale, pad):
+    model = trained_like_model(scale=scale, deconv_pad=pad)
     path = onnx_export.export_fp32(model, tmp_path / "m.onnx", head)
     y = real_lr()
     out = load_upscaler(path, threads=1).run(y) / 255
@@ -60,9 +64,9 @@ def test_tflite_fp32_matches_pytorch_with_dynamic_sizes(tmp_path, scale):
         assert np.abs(runner.run(y) / 255 - torch_reference(model, y)).max() < PARITY
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_balanced_int8_form_exports_match_pytorch(tmp_path, scale):
-    model = trained_like_model(scale=scale)
+@pytest.mark.parametrize("scale,pad", HEADS)
+def test_balanced_int8_form_exports_match_pytorch(tmp_path, scale, pad):
+    model = trained_like_model(scale=scale, deconv_pad=pad)
     gains = balance_gains(model, torch.from_numpy(real_lr().astype(np.float32) / 255)[None, None])
     assert any(g.max() > 1.5 for g in gains)  # the channels' ranges really differ and get evened out
     y = real_lr()[:36, :52]  # even: the superpixel convs' own size (odd sizes: the test below)
@@ -71,9 +75,9 @@ def test_balanced_int8_form_exports_match_pytorch(tmp_path, scale):
         assert np.abs(load_upscaler(path, threads=1).run(y) / 255 - torch_reference(model, y)).max() < PARITY
 
 
-@pytest.mark.parametrize("scale", [2, 3])  # the scales whose ONNX INT8 head runs on superpixels
-def test_onnx_superpixel_head_matches_pytorch_and_pads_odd_sizes(tmp_path, scale):
-    model = trained_like_model(scale=scale)
+@pytest.mark.parametrize("scale,pad", [(2, 4), (3, 4), (3, 3)])  # the scales whose ONNX INT8 head runs on superpixels
+def test_onnx_superpixel_head_matches_pytorch_and_pads_odd_sizes(tmp_path, scale, pad):
+    model = trained_like_model(scale=scale, deconv_pad=pad)
     path = onnx_export.export_fp32(model, tmp_path / "m.onnx", "folded-relu", superpixel=True)
     runner = load_upscaler(path, threads=1)
     y = real_lr()  # 37 x 53
