@@ -13,6 +13,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from edge_runtime.backends import ORT_SESSION_CONFIG
 from quantize.qat import fake_quant_weight
 from quantize.rewrites import SUPERPIXEL, superpixel_conv
 from training.model import FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel
@@ -173,6 +174,8 @@ def runtime_op_report(path: Path) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
+        for key, value in ORT_SESSION_CONFIG.items():  # what OnnxUpscaler runs
+            options.add_session_config_entry(key, value)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
