@@ -13,7 +13,7 @@ from edge_runtime.metrics import bicubic_upscale, evaluate_set, image_files, loa
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
-from training.model import load_weights
+from training.model import CheckpointError, FSRCNN, load_weights, preset, save_weights
 
 
 def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny_dataset, tmp_path):
@@ -37,6 +37,8 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     train_module.train(train_module.parse_args(common + ["--iters", "30", "--resume"]))
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "fsrcnn-s_x3" / "log.csv"))]
     assert steps == [10, 20, 30]
+    with pytest.raises(CheckpointError, match="resume with --deconv-pad 3"):  # the same shapes, another head
+        train_module.train(train_module.parse_args(common + ["--iters", "40", "--resume", "--deconv-pad", "4"]))
 
 
 def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path):
@@ -102,14 +104,23 @@ def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):
 def test_fine_tuning_into_padding_3_starts_from_the_same_head_moved_one_tap(tiny_dataset, tmp_path):
     common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--eval-every", "5",
               "--batch", "4", "--lr-patch", "8", "--threads", "1"]
-    train_module.train(train_module.parse_args(common + ["--iters", "5", "--run-dir", str(tmp_path / "r4"),
-                                                         "--out-dir", str(tmp_path / "pad4")]))
+    train_module.train(train_module.parse_args(common + ["--iters", "5", "--deconv-pad", "4", "--run-dir",
+                                                         str(tmp_path / "r4"), "--out-dir", str(tmp_path / "pad4")]))
     padded_4 = load_weights(tmp_path / "pad4" / "fsrcnn-s_x3.pt")
     cfg = train_module.parse_args(common + ["--deconv-pad", "3", "--init-from", str(tmp_path / "pad4" / "fsrcnn-s_x3.pt")])
     padded_3 = train_module.build_model(cfg)
     assert padded_3.config.deconv_pad == 3
     assert torch.equal(padded_3.deconv.weight[..., :8, :8], padded_4.deconv.weight[..., 1:, 1:])
     assert not padded_3.deconv.weight[..., 8, :].any() and not padded_3.deconv.weight[..., :, 8].any()
+
+
+def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centred_one(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--data-dir", str(tiny_dataset), "--threads", "1"]
+    assert train_module.build_model(train_module.parse_args(common + ["--scale", "3"])).config.deconv_pad == 3
+    assert train_module.build_model(train_module.parse_args(common + ["--scale", "4"])).config.deconv_pad == 4
+    save_weights(FSRCNN(preset("fsrcnn-s", 3, deconv_pad=4)), tmp_path / "fsrcnn-s_x3.pt")
+    tuned = train_module.build_model(train_module.parse_args(common + ["--scale", "3", "--init-from", str(tmp_path / "fsrcnn-s_x3.pt")]))
+    assert tuned.config.deconv_pad == 4
 
 
 @pytest.mark.parametrize("args, message", [

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from edge_runtime.files import sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import DECONV_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, repad_deconv, save_weights
+from training.model import TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, repad_deconv, save_weights
 
 # LR patch side per scale (HR = scale x this); larger than the paper's 10/7/6 so border
 # effects weigh less, same cost per pixel.
@@ -53,7 +53,8 @@ class TrainConfig:
     optimizer: str = "adam"
     eval_every: int = 2000
     init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
-    deconv_pad: int = DECONV_PAD  # model.FSRCNNConfig.deconv_pad; 3 centres the x3 head (TRAINING.md)
+    # model.FSRCNNConfig.deconv_pad. 0: the --init-from checkpoint's at this scale, else model.TRAIN_PAD
+    deconv_pad: int = 0
     train_only: str = "all"  # "deconv": freeze everything but the deconvolution
     run_dir: str = "runs"
     out_dir: str = "training/weights"
@@ -113,17 +114,25 @@ def validate(model: FSRCNN, pairs, scale: int) -> float:
     return result["psnr"]
 
 
+def head_padding(cfg: TrainConfig, source: FSRCNN | None) -> int:
+    """--deconv-pad if given; else a fine-tune keeps its checkpoint's head, and anything else gets TRAIN_PAD."""
+    if cfg.deconv_pad:
+        return cfg.deconv_pad
+    return source.config.deconv_pad if source is not None and source.config.scale == cfg.scale else TRAIN_PAD[cfg.scale]
+
+
 def build_model(cfg: TrainConfig) -> FSRCNN:
-    model = FSRCNN(preset(cfg.model, cfg.scale, cfg.deconv_pad))
-    if cfg.init_from:
-        source = load_weights(cfg.init_from)
+    source = load_weights(cfg.init_from) if cfg.init_from else None
+    pad = head_padding(cfg, source)
+    model = FSRCNN(preset(cfg.model, cfg.scale, pad))
+    if source is not None:
         if source.config.d != model.config.d or source.config.s != model.config.s:
             raise CheckpointError(f"{cfg.init_from}: {source.config} does not match {cfg.model}")
         model.body.load_state_dict(source.body.state_dict())
         if source.config.scale == cfg.scale:
             model.deconv.load_state_dict(source.deconv.state_dict())
             with torch.no_grad():
-                model.deconv.weight.copy_(repad_deconv(source.deconv.weight, source.config.deconv_pad, cfg.deconv_pad))
+                model.deconv.weight.copy_(repad_deconv(source.deconv.weight, source.config.deconv_pad, pad))
     if cfg.train_only == "deconv":
         model.body.requires_grad_(False)
     elif cfg.train_only != "all":
@@ -144,14 +153,15 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
 
 
 def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: float) -> None:
-    """runs/<id>/last.pt: weights, optimizer state, step and best PSNR, written atomically."""
+    """runs/<id>/last.pt: weights, optimizer state, step, best PSNR and head padding, written atomically."""
     tmp = run / "last.pt.tmp"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best}, tmp)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best,
+                "deconv_pad": model.config.deconv_pad}, tmp)
     os.replace(tmp, run / "last.pt")
 
 
 def train(cfg: TrainConfig) -> float:
-    preset(cfg.model, cfg.scale, cfg.deconv_pad)  # reject a bad model/scale/weigh before loading any data
+    preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, 4))  # reject a bad model/scale/weigh before loading any data
     if cfg.weigh not in WEIGHS:
         raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -182,6 +192,9 @@ def train(cfg: TrainConfig) -> float:
     step, best = 0, -math.inf
     if cfg.resume and (run / "last.pt").is_file():
         state = torch.load(run / "last.pt", map_location=device, weights_only=True)
+        if state.get("deconv_pad", 4) != model.config.deconv_pad:  # same shapes, another head: refuse, not mix
+            raise CheckpointError(f"{run / 'last.pt'} has a padding-{state.get('deconv_pad', 4)} head; "
+                                  f"resume with --deconv-pad {state.get('deconv_pad', 4)}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best_psnr"]
