@@ -30,9 +30,10 @@ class FSRCNNConfig:
     s: int = 12  # shrunk dimension (mapping layers)
     m: int = 4  # number of 3x3 mapping layers
     scale: int = 3
-    # The deconvolution's padding. 4 (the default, every shipped model) puts the kernel's centre tap on HR
-    # pixel scale*i, which at x3 and x4 is 1 and 1.5 HR pixels off LR pixel i's footprint centre
-    # (scale*i + (scale-1)/2). 3 centres it at x3 and halves the offset at x4.
+    # The deconvolution's padding. 4 (the default, for checkpoints saved before the field; the shipped x2 and
+    # x4 models) puts the kernel's centre tap on HR pixel scale*i, which at x3 and x4 is 1 and 1.5 HR pixels
+    # off LR pixel i's footprint centre (scale*i + (scale-1)/2). 3 (the shipped x3 models) centres it at x3
+    # and halves the offset at x4.
     deconv_pad: int = DECONV_PAD
 
     def __post_init__(self):

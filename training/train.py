@@ -26,7 +26,7 @@ from tqdm import tqdm
 from edge_runtime.files import sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, repad_deconv, save_weights
+from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, repad_deconv, save_weights
 
 # LR patch side per scale (HR = scale x this); larger than the paper's 10/7/6 so border
 # effects weigh less, same cost per pixel.
@@ -130,9 +130,8 @@ def build_model(cfg: TrainConfig) -> FSRCNN:
             raise CheckpointError(f"{cfg.init_from}: {source.config} does not match {cfg.model}")
         model.body.load_state_dict(source.body.state_dict())
         if source.config.scale == cfg.scale:
-            model.deconv.load_state_dict(source.deconv.state_dict())
-            with torch.no_grad():
-                model.deconv.weight.copy_(repad_deconv(source.deconv.weight, source.config.deconv_pad, pad))
+            model.deconv.load_state_dict({"weight": repad_deconv(source.deconv.weight, source.config.deconv_pad, pad),
+                                          "bias": source.deconv.bias})
     if cfg.train_only == "deconv":
         model.body.requires_grad_(False)
     elif cfg.train_only != "all":
@@ -161,7 +160,7 @@ def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: floa
 
 
 def train(cfg: TrainConfig) -> float:
-    preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, 4))  # reject a bad model/scale/weigh before loading any data
+    preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, DECONV_PAD))  # reject a bad model/scale/weigh before loading any data
     if cfg.weigh not in WEIGHS:
         raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -192,9 +191,9 @@ def train(cfg: TrainConfig) -> float:
     step, best = 0, -math.inf
     if cfg.resume and (run / "last.pt").is_file():
         state = torch.load(run / "last.pt", map_location=device, weights_only=True)
-        if state.get("deconv_pad", 4) != model.config.deconv_pad:  # same shapes, another head: refuse, not mix
-            raise CheckpointError(f"{run / 'last.pt'} has a padding-{state.get('deconv_pad', 4)} head; "
-                                  f"resume with --deconv-pad {state.get('deconv_pad', 4)}")
+        saved_pad = state.get("deconv_pad", DECONV_PAD)
+        if saved_pad != model.config.deconv_pad:  # the same shapes, another head: refuse rather than mix
+            raise CheckpointError(f"{run / 'last.pt'} has a padding-{saved_pad} head; resume with --deconv-pad {saved_pad}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best_psnr"]
