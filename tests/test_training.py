@@ -74,17 +74,32 @@ def test_patches_come_from_images_by_their_area_or_alike(tmp_path, weigh, small_
     assert from_small == pytest.approx(small_share, abs=0.03)
 
 
-def test_patch_pairs_are_the_same_crop_of_lr_and_hr_turned_alike(tiny_dataset):
+def test_patch_pairs_are_the_same_crop_of_lr_and_hr_turned_and_mirrored_alike(tiny_dataset):
     sampler = PatchSampler([tiny_dataset / "T91"], scale=2, lr_patch=6, progress=False)
     lr_img = sampler.lr_pixels[: sampler.lr_h[0] * sampler.lr_w[0]].view(int(sampler.lr_h[0]), -1).numpy()
     hr_img = sampler.hr_pixels[: lr_img.size * 4].view(lr_img.shape[0] * 2, -1).numpy()
+    lr_crop, hr_crop = lr_img[3:9, 5:11], hr_img[6:18, 10:22]
     zero = torch.zeros(1, dtype=torch.long)
-    for turns in range(4):
-        t = torch.tensor([turns])
+    for pose in range(8):
+        t = torch.tensor([pose])
         lr = sampler._cut(sampler.lr_pixels, zero, sampler.lr_w[:1], zero + 3, zero + 5, 6, t)[0].numpy()
         hr = sampler._cut(sampler.hr_pixels, zero, sampler.lr_w[:1] * 2, zero + 6, zero + 10, 12, t)[0].numpy()
-        assert (lr == np.rot90(lr_img[3:9, 5:11], turns)).all()
-        assert (hr == np.rot90(hr_img[6:18, 10:22], turns)).all()
+        mirror = (lambda a: a.T) if pose >= 4 else (lambda a: a)
+        assert (lr == np.rot90(mirror(lr_crop), pose % 4)).all()
+        assert (hr == np.rot90(mirror(hr_crop), pose % 4)).all()
+
+
+@pytest.mark.parametrize("transpose, poses", [(False, 4), (True, 8)])
+def test_sampler_draws_the_paper_rotations_or_all_eight_symmetries(tmp_path, transpose, poses):
+    # One 12x12 image at x2 with 6x6 LR patches: a single crop (the downscaled copies are too small), so
+    # the patches differ only by their pose.
+    (tmp_path / "one").mkdir()
+    cv2.imwrite(str(tmp_path / "one" / "noise.png"), np.random.default_rng(0).integers(0, 256, (12, 12, 3), np.uint8))
+    sampler = PatchSampler([tmp_path / "one"], scale=2, lr_patch=6, progress=False, transpose=transpose)
+    assert sampler.count == 1
+    lr, hr = sampler.batch(400)
+    assert len({bytes(patch.numpy()) for patch in (lr * 255).byte()}) == poses
+    assert len({bytes(patch.numpy()) for patch in (hr * 255).byte()}) == poses
 
 
 def test_transfer_copies_the_x3_body_and_freezes_it(tiny_dataset, tmp_path):

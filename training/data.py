@@ -54,14 +54,15 @@ class PatchSampler:
     """Random (LR, HR) patch pairs from every augmented version of every training image.
 
     All pairs live in two flat uint8 tensors on `device`; a batch is one gather per side, so a GPU
-    is not left waiting on a Python loop. Rotations are applied through the gather's indices:
-    MATLAB's bicubic kernel is symmetric, so rotating a patch pair equals cutting it from the
-    rotated image pair.
+    is not left waiting on a Python loop. Rotations (and, with `transpose`, mirror images: all 8
+    symmetries of the square) are applied through the gather's indices: MATLAB's bicubic kernel is
+    symmetric, so turning or mirroring a patch pair equals cutting it from the turned image pair.
     """
 
     def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
-                 device: str | torch.device = "cpu", weigh: str = "pixels"):
+                 device: str | torch.device = "cpu", weigh: str = "pixels", transpose: bool = False):
         self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
+        self.poses = 8 if transpose else 4
         hr_parts, lr_parts, shapes = [], [], []
         for hr, lr in augmented_pairs(folders, scale, progress):
             if min(hr.shape) < lr_patch * scale:
@@ -96,19 +97,22 @@ class PatchSampler:
         k = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
         y = (self._rand(size) * (self.lr_h[k] - p + 1)).long()
         x = (self._rand(size) * (self.lr_w[k] - p + 1)).long()
-        turns = (self._rand(size) * 4).long()
-        lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p, turns)
-        hr = self._cut(self.hr_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, turns)
+        poses = (self._rand(size) * self.poses).long()
+        lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p, poses)
+        hr = self._cut(self.hr_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, poses)
         return lr.float().div_(255.0).unsqueeze(1), hr.float().div_(255.0).unsqueeze(1)
 
-    def _cut(self, pixels, start, width, y, x, side: int, turns) -> torch.Tensor:
-        """Patches of side `side` at (y, x), each read as np.rot90(patch, turns): one gather."""
+    def _cut(self, pixels, start, width, y, x, side: int, poses) -> torch.Tensor:
+        """Patches of side `side` at (y, x), each read as np.rot90(patch, pose) for pose 0..3 and
+        np.rot90(patch.T, pose - 4) for 4..7: one gather."""
         i = torch.arange(side, device=self.device)
         row, col = i.view(1, -1, 1).expand(len(y), side, side), i.view(1, 1, -1).expand(len(y), side, side)
         flip_row, flip_col = side - 1 - row, side - 1 - col
-        t = turns.view(-1, 1, 1)
+        t = (poses % 4).view(-1, 1, 1)
         # np.rot90 by t: out[r, c] = in[c, -1-r], in[-1-r, -1-c], in[-1-c, r] for t = 1, 2, 3.
         src_row = torch.where(t == 0, row, torch.where(t == 1, col, torch.where(t == 2, flip_row, flip_col)))
         src_col = torch.where(t == 0, col, torch.where(t == 1, flip_row, torch.where(t == 2, flip_col, row)))
+        mirrored = (poses >= 4).view(-1, 1, 1)  # rot90 of the transpose reads in[c', r'] where rot90 reads in[r', c']
+        src_row, src_col = torch.where(mirrored, src_col, src_row), torch.where(mirrored, src_row, src_col)
         index = start.view(-1, 1, 1) + (y.view(-1, 1, 1) + src_row) * width.view(-1, 1, 1) + x.view(-1, 1, 1) + src_col
         return pixels[index]

@@ -43,6 +43,9 @@ class TrainConfig:
     # data.WEIGHS. "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%;
     # +0.02 dB on Set5 in a CPU trial (TRAINING.md).
     weigh: str = "pixels"
+    # Mirror images on top of the paper's 4 rotations: all 8 symmetries of the square, twice the
+    # distinct patches from T91's 91 images (the paper rotates only).
+    transpose: bool = False
     iters: int = 100_000
     minutes: float = 0.0  # wall-clock budget of this run; 0: none. The schedule ends at iters or here, first
     batch: int = 64
@@ -180,7 +183,7 @@ def train(cfg: TrainConfig) -> float:
     folders = [set_folder(data_dir, name) for name in cfg.train_sets]
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
-                           progress=is_main, device=device, weigh=cfg.weigh)
+                           progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose)
 
     ident = model_id(cfg.model, cfg.scale)
     run = Path(cfg.run_dir) / ident
@@ -243,7 +246,7 @@ def train(cfg: TrainConfig) -> float:
                     best = val
                     save_weights(model, Path(cfg.out_dir) / f"{ident}.pt",
                                  {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "init_from": cfg.init_from, "init_from_sha256": init_digest,
+                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "init_from": cfg.init_from, "init_from_sha256": init_digest,
                                   "train_only": cfg.train_only,
                                   "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
                 save_resume_point(run, model, optimizer, step, best)
