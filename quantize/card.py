@@ -10,7 +10,7 @@ import torch
 from edge_runtime.backends import LiteRTUpscaler, OnnxUpscaler
 from edge_runtime.files import sha256, write_json
 from quantize.onnx_export import deployable
-from quantize.rewrites import SUPERPIXEL, superpixel_layers
+from quantize.rewrites import superpixel_layers, superpixel_window
 from training.model import FSRCNN, count_parameters, macs_per_lr_pixel
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "ai-edge-litert", "numpy")
@@ -59,13 +59,13 @@ def executed_macs_per_lr_pixel(module: torch.nn.Module, rewrites: tuple = (), ru
     with stride 1 (or, for the deconvolution, per input pixel), so a layer costs its weight count. With the
     `rewrites` (quantize.rewrites): "rows" adds the k x k weights of the one-hot conv that copies rows into
     channels (rows_as_channels); with "superpixel", the convs of superpixel_layers(scale, `runtime`) run
-    6x6 with B*B times the outputs, once per B*B LR pixels (superpixel_conv)."""
+    w x w (superpixel_window) with B*B times the outputs, once per B*B LR pixels (superpixel_conv)."""
     convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     macs = [conv.weight.numel() for conv in convs]
     if "superpixel" in rewrites:
         for i in superpixel_layers(module.config.scale, runtime):
-            out_ch, in_ch = convs[i].weight.shape[:2]
-            macs[i] = 6 * 6 * (SUPERPIXEL * SUPERPIXEL * out_ch) * in_ch // (SUPERPIXEL * SUPERPIXEL)
+            out_ch, in_ch, k = convs[i].weight.shape[:3]
+            macs[i] = superpixel_window(k) ** 2 * out_ch * in_ch
     if "rows" in rewrites:
         macs.append(convs[0].weight.shape[-1] ** 2)
     return sum(macs)

@@ -25,7 +25,7 @@ HEADS = ("deconv", "subpixel", "folded-relu", "split-relu")
 
 class ReLUGraph(torch.nn.Module):
     """An INT8 ReLU form (FSRCNNReLUForm) as the ONNX INT8 artifacts run it. `superpixel`: the head on 2x2
-    superpixels (quantize.rewrites.superpixel_conv), a 6x6 stride-2 conv, then pixel_shuffle, which for
+    superpixels (quantize.rewrites.superpixel_conv), a 6x6 (4x4 for a 3x3 head) stride-2 conv, then pixel_shuffle, which for
     one output channel is TF's depth_to_space; exact for even sizes (the runtime pads odd ones).
     `pixel_range`: the head's output clamped to [0, 1] before the shuffle, for the reason
     quantize.tflite_export.to_pixel_range gives; ONNX Runtime's QDQ quantizer folds the clamp into the
@@ -44,7 +44,8 @@ class ReLUGraph(torch.nn.Module):
         if superpixel:
             kernel, bias = superpixel_conv(self.head.weight.detach().numpy(), self.head.bias.detach().numpy(),
                                            form.config.scale)
-            self.head = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[0], stride=SUPERPIXEL, padding=2)
+            self.head = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[0], stride=SUPERPIXEL,
+                                        padding=(kernel.shape[0] - SUPERPIXEL) // 2)
             with torch.no_grad():
                 self.head.weight.copy_(torch.from_numpy(kernel).permute(3, 2, 0, 1))
                 self.head.bias.copy_(torch.from_numpy(bias))

@@ -44,13 +44,18 @@ def rows_as_channels(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.eye(k, dtype=np.float32).reshape(1, k, 1, k), kernel.reshape(k, 1, k, out_ch)
 
 
-def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The same 'same'-padded k x k conv (OIHW `weight`, k <= 5) as a 6x6 stride-2 'SAME' conv that emits
-    each 2x2 block's four outputs as channels: HWIO kernel and bias in TF's depth order, so
-    depth_to_space(2) of its output is the conv's output (depth_to_space(2 * subpixel) for a head whose
-    channels are pixel_shuffle's subpixels).
+def superpixel_window(k: int) -> int:
+    """The side of superpixel_conv's kernel for a k x k conv: its 2x2 block's reach, 6 for 5x5 and 4 for 3x3."""
+    return 2 * (k // 2) + SUPERPIXEL
 
-    Why: XNNPACK's INT8 convs are slow with 4 output channels (the x2 head); per block this conv has 36
+
+def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The same 'same'-padded k x k conv (OIHW `weight`, k <= 5) as a w x w stride-2 'SAME' conv
+    (w = superpixel_window(k): 6 for 5x5, 4 for 3x3) that emits each 2x2 block's four outputs as channels:
+    HWIO kernel and bias in TF's depth order, so depth_to_space(2) of its output is the conv's output
+    (depth_to_space(2 * subpixel) for a head whose channels are pixel_shuffle's subpixels).
+
+    Why: XNNPACK's INT8 convs are slow with 4 output channels (the x2 head); per block this conv has w*w
     taps and 4x the outputs. Each output channel holds the very taps of one original output channel, so
     its per-channel INT8 weights and its sums are the original's. Exact for even sizes (the runtime pads
     odd ones).
@@ -59,17 +64,18 @@ def superpixel_conv(weight: np.ndarray, bias: np.ndarray, subpixel: int = 1) -> 
     radius, block = k // 2, SUPERPIXEL
     if radius > 2:
         raise ValueError(f"a {k}x{k} conv does not fit a 6x6 superpixel conv")
-    kernel = np.zeros((6, 6, in_ch, block * block * out_ch), np.float32)
+    window = superpixel_window(k)
+    kernel = np.zeros((window, window, in_ch, block * block * out_ch), np.float32)
     order = np.arange(block * block * out_ch).reshape(block, block, out_ch)  # (py, px, o) -> depth
     if subpixel > 1:  # o = sy * S + sx goes to depth (py * S + sy) * 2S + (px * S + sx)
         sy, sx = np.divmod(np.arange(out_ch), subpixel)
         order = np.array([[(py * subpixel + sy) * block * subpixel + px * subpixel + sx for px in range(block)]
                           for py in range(block)])
     for py in range(block):
-        for px in range(block):  # output (2i + py, 2j + px) reads input (2i + py + ky, ...): window row py + ky + 2
+        for px in range(block):  # output (2i + py, 2j + px) reads input (2i + py + ky, ...): window row py + ky + radius
             for ky in range(-radius, radius + 1):
                 for kx in range(-radius, radius + 1):
-                    kernel[py + ky + 2, px + kx + 2, :, order[py, px]] = weight[:, :, ky + radius, kx + radius]
+                    kernel[py + ky + radius, px + kx + radius, :, order[py, px]] = weight[:, :, ky + radius, kx + radius]
     full_bias = np.zeros(block * block * out_ch, np.float32)
     full_bias[order.reshape(-1)] = np.tile(bias, block * block)
     return kernel, full_bias

@@ -102,17 +102,18 @@ def test_superpixel_graph_takes_odd_sizes_by_repeating_the_last_row_and_column(t
     assert np.abs(out - torch_reference(model, y))[:-reach, :-reach].max() < PARITY
 
 
-def test_superpixel_conv_is_the_same_conv_on_2x2_blocks():
+def test_superpixel_conv_is_the_same_conv_on_2x2_blocks_in_the_smallest_window():
     import tensorflow as tf
 
     torch.manual_seed(0)
-    for k, subpixel in ((5, 1), (5, 2), (5, 3), (3, 4)):
+    for k, subpixel in ((5, 1), (5, 2), (5, 3), (3, 3), (3, 4)):
         weight, bias = torch.randn(subpixel * subpixel, 3, k, k), torch.randn(subpixel * subpixel)
         x = torch.rand(1, 3, 10, 14)
         reference = torch.nn.functional.conv2d(x, weight, bias, padding=k // 2)
         if subpixel > 1:
             reference = torch.nn.functional.pixel_shuffle(reference, subpixel)
         kernel, full_bias = rewrites.superpixel_conv(weight.numpy(), bias.numpy(), subpixel)
+        assert kernel.shape[:2] == ({5: 6, 3: 4}[k],) * 2
         out = tf.nn.conv2d(x.permute(0, 2, 3, 1).numpy(), kernel, rewrites.SUPERPIXEL, "SAME") + full_bias
         out = tf.nn.depth_to_space(out, rewrites.SUPERPIXEL * subpixel).numpy().transpose(0, 3, 1, 2)
         assert np.abs(out - reference.numpy()).max() < 1e-4
