@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.autoselect import device_id
+from edge_runtime.cpu import device_id
 from edge_runtime.files import write_json
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.cpu import device_id
 from edge_runtime.errors import BackendError
 from edge_runtime.files import write_json
 from edge_runtime.models import Artifact, open_model
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-sr" / "auto.json"
-
-
-def device_id() -> str:
-    """CPU model, architecture and core count: what the measured fps depends on. A VM may name its x86 CPU
-    only "AMD EPYC"; its family/model numbers and whether it has VNNI (INT8 dot products) tell apart CPUs
-    whose INT8 speeds differ several times (benchmarks/artifacts.py on two such "AMD EPYC"s)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip().lower(), value.strip())
-    except OSError:
-        pass
-    # x86: "model name"; a Raspberry Pi: "Model" (the board, e.g. "Raspberry Pi 5 Model B Rev 1.0").
-    model = fields.get("model name") or (fields.get("model") if not fields.get("model", "").isdigit() else "") \
-        or fields.get("hardware") or platform.processor()
-    if fields.get("cpu family"):
-        vnni = "vnni" if "vnni" in fields.get("flags", "") else "no vnni"
-        model = f"{model} (family {fields['cpu family']} model {fields.get('model', '?')}, {vnni})"
-    return f"{platform.machine()}|{model}|{os.cpu_count()}"
 
 
 def measure_fps(upscaler, size: tuple[int, int], seconds: float = 1.0, max_runs: int = 20) -> float:

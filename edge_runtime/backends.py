@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_runtime.cpu import int8_pair_sums_saturate
 from edge_runtime.errors import BackendError
 
 BACKENDS = ("onnxruntime", "litert")
@@ -58,9 +59,10 @@ class Upscaler:
 
 # x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) run ONNX Runtime's U8S8 INT8 convs with VPMADDUBSW, whose
 # int16 sums of product pairs saturate: on an AVX2-only AMD EPYC every shipped INT8 ONNX artifact lost 2 to 10 dB
-# on Set5 without this. It has ORT turn the int8 weights into uint8 (exactly) for its non-saturating U8U8 kernels,
-# on such CPUs only; VNNI and ARM CPUs run as before.
-ORT_SESSION_CONFIG = {"session.x64quantprecision": "1"}
+# on Set5 without this option, which has ORT turn the int8 weights into uint8 (exactly) for its non-saturating
+# U8U8 kernels. Only there: on an AVX512-VNNI EPYC the option halved the INT8 artifacts' fps (fsrcnn_x3 4.6
+# against 9.5 at 640x360), and VNNI's U8S8 sums are exact. ARM CPUs ignore it.
+ORT_SESSION_CONFIG = {"session.x64quantprecision": "1"} if int8_pair_sums_saturate() else {}
 
 
 class OnnxUpscaler(Upscaler):

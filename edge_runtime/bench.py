@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from edge_runtime import __version__
-from edge_runtime.autoselect import device_id
+from edge_runtime.cpu import device_id
 from edge_runtime.cli import OneLineParser, parse_size, positive
 from edge_runtime.errors import BackendError, CliError
 from edge_runtime.files import write_atomic, write_json

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, ROOT, textured_image
+from edge_runtime import cpu
 from edge_runtime.backends import load_upscaler
 from edge_runtime.metrics import evaluate_set, load_eval_set, rgb_to_y
 from edge_runtime.models import shipped
@@ -257,7 +258,8 @@ def test_shipped_int8_artifacts_take_and_give_uint8_pixels_exactly(artifact):
 def test_onnx_int8_kernels_compute_what_the_qdq_graph_says_on_any_x86_cpu(artifact):
     """ONNX Runtime's fused INT8 convs against the same QDQ graph run as float ops. On an AVX2 CPU without VNNI
     the U8S8 kernels' saturating pair sums put the output 13 levels off on average (4 to 10 dB lost on Set5)
-    unless OnnxUpscaler asks for the exact U8U8 kernels (backends.ORT_SESSION_CONFIG)."""
+    unless OnnxUpscaler asks for the exact U8U8 kernels (backends.ORT_SESSION_CONFIG); with VNNI, which it
+    leaves on the faster U8S8 kernels, they are exact as they are."""
     import onnxruntime as ort
 
     y = real_lr()[:36, :52]
@@ -268,6 +270,13 @@ def test_onnx_int8_kernels_compute_what_the_qdq_graph_says_on_any_x86_cpu(artifa
     upscaler.session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
     levels = np.abs(fused - upscaler.run(y))
     assert levels.max() <= 2.01 and (levels > 0.5).mean() < 0.02  # measured: <= 2 levels, under 1% of pixels
+
+
+@pytest.mark.parametrize("machine, flags, saturates", [
+    ("x86_64", "sse4_2 avx2 fma", True), ("x86_64", "avx2 avx512f avx512bw", True),
+    ("x86_64", "avx2 avx512f avx512_vnni", False), ("x86_64", "avx2 avx_vnni", False), ("aarch64", "", False)])
+def test_exact_int8_kernels_are_asked_for_only_on_x86_without_vnni(machine, flags, saturates):
+    assert cpu.int8_pair_sums_saturate(machine, {"flags": flags}) is saturates
 
 
 # Issue 3's bar (0.10 dB), on each shipped INT8 artifact against its FP32 twin, both through their real
