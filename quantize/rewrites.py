@@ -21,10 +21,11 @@ def superpixel_layers(scale: int, runtime: str = "litert") -> tuple[int, ...]:
       first conv on superpixels lost 15% to 35% at every scale: its 2d outputs become 8d, and
       depth_to_space moves the widest tensor (it runs on rows instead: rows_as_channels). The x3 and x4
       heads already emit 9 and 16 channels.
-    - ONNX Runtime: the head at x2 and x3, where its QLinearConv with 4 or 9 outputs is slow: on
-      superpixels the INT8 models ran 1.6x to 2x as fast, at x4 (16 outputs) 15% slower
-      (benchmarks/onnx_int8_heads.py)."""
-    heads = {"litert": (2,), "onnxruntime": (2, 3)}[runtime]
+    - ONNX Runtime: the head at every scale, its QLinearConv with 4, 9 or 16 outputs being slow: in the
+      smallest window that holds it (superpixel_window), the INT8 models ran 2.0x to 2.1x as fast at x2,
+      1.25x at x3 and 1.1x at x4 (benchmarks/onnx_int8_heads.py, an AVX512-VNNI EPYC). In a 6x6
+      window, the x4 head had run 15% slower."""
+    heads = {"litert": (2,), "onnxruntime": (2, 3, 4)}[runtime]
     return (-1,) if scale in heads else ()
 
 

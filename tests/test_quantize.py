@@ -76,7 +76,7 @@ def test_balanced_int8_form_exports_match_pytorch(tmp_path, scale, pad):
         assert np.abs(load_upscaler(path, threads=1).run(y) / 255 - torch_reference(model, y)).max() < PARITY
 
 
-@pytest.mark.parametrize("scale,pad", [(2, 4), (3, 4), (3, 3)])  # the scales whose ONNX INT8 head runs on superpixels
+@pytest.mark.parametrize("scale,pad", [(2, 4), (3, 4), (3, 3), (4, 4)])  # the scales whose ONNX INT8 head runs on superpixels
 def test_onnx_superpixel_head_matches_pytorch_and_pads_odd_sizes(tmp_path, scale, pad):
     model = trained_like_model(scale=scale, deconv_pad=pad)
     path = onnx_export.export_fp32(model, tmp_path / "m.onnx", "folded-relu", superpixel=True)
