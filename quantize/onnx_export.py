@@ -25,8 +25,9 @@ HEADS = ("deconv", "subpixel", "folded-relu", "split-relu")
 
 class ReLUGraph(torch.nn.Module):
     """An INT8 ReLU form (FSRCNNReLUForm) as the ONNX INT8 artifacts run it. `superpixel`: the head on 2x2
-    superpixels (quantize.rewrites.superpixel_conv), a 6x6 (4x4 for a 3x3 head) stride-2 conv, then pixel_shuffle, which for
-    one output channel is TF's depth_to_space; exact for even sizes (the runtime pads odd ones).
+    superpixels (quantize.rewrites.superpixel_conv), a 6x6 (for a 3x3 head 4x4) stride-2 conv, then
+    pixel_shuffle, which for one output channel is TF's depth_to_space; exact for even sizes (the runtime
+    pads odd ones).
     `pixel_range`: the head's output clamped to [0, 1] before the shuffle, for the reason
     quantize.tflite_export.to_pixel_range gives; ONNX Runtime's QDQ quantizer folds the clamp into the
     conv's output range, so no op is added. `int8_grid`: every weight snapped to its INT8 grid, as
