@@ -41,6 +41,21 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
         train_module.train(train_module.parse_args(common + ["--iters", "40", "--resume", "--deconv-pad", "4"]))
 
 
+def test_resume_keeps_a_wall_clock_schedule_where_it_stopped(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "100000000",
+              "--minutes", "0.5", "--batch", "4", "--lr-patch", "8", "--run-dir", str(tmp_path),
+              "--out-dir", str(tmp_path), "--threads", "1"]
+    train_module.train(train_module.parse_args(common + ["--iters", "3", "--eval-every", "3"]))
+    last = tmp_path / "fsrcnn-s_x2" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    torch.save({**state, "seconds": 29.0}, last)  # stopped 29 s into its 30-s schedule, near the floor
+    cfg = train_module.parse_args(common + ["--eval-every", "1", "--resume"])
+    train_module.train(cfg)
+    resumed = list(csv.DictReader(open(tmp_path / "fsrcnn-s_x2" / "log.csv")))[1]
+    assert int(resumed["step"]) == 4 and float(resumed["lr"]) < 0.05 * cfg.lr  # not back at the full rate
+    assert float(resumed["seconds"]) >= 29
+
+
 def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path):
     cfg = train_module.parse_args([
         "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "100000000",

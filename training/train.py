@@ -154,11 +154,12 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
     raise ValueError(f"--optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}")
 
 
-def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: float) -> None:
-    """runs/<id>/last.pt: weights, optimizer state, step, best PSNR and head padding, written atomically."""
+def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: float, seconds: float) -> None:
+    """runs/<id>/last.pt: weights, optimizer state, step, best PSNR, head padding and the seconds trained so
+    far (a --minutes schedule resumes where it stopped), written atomically."""
     tmp = run / "last.pt.tmp"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best,
-                "deconv_pad": model.config.deconv_pad}, tmp)
+                "deconv_pad": model.config.deconv_pad, "seconds": seconds}, tmp)
     os.replace(tmp, run / "last.pt")
 
 
@@ -191,7 +192,7 @@ def train(cfg: TrainConfig) -> float:
     init_digest = sha256(cfg.init_from) if cfg.init_from else None  # the file may be overwritten by this run
     model = build_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
-    step, best = 0, -math.inf
+    step, best, trained_seconds = 0, -math.inf, 0.0
     if cfg.resume and (run / "last.pt").is_file():
         state = torch.load(run / "last.pt", map_location=device, weights_only=True)
         saved_pad = state.get("deconv_pad", DECONV_PAD)
@@ -199,7 +200,7 @@ def train(cfg: TrainConfig) -> float:
             raise CheckpointError(f"{run / 'last.pt'} has a padding-{saved_pad} head; resume with --deconv-pad {saved_pad}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best_psnr"]
+        step, best, trained_seconds = state["step"], state["best_psnr"], state.get("seconds", 0.0)
         sampler.reseed(cfg.seed + rank + step)
         if is_main:
             print(f"resumed {ident} at step {step}, best {cfg.val_set} {best:.3f} dB")
@@ -216,11 +217,11 @@ def train(cfg: TrainConfig) -> float:
     writer = csv.writer(log) if log else None
     if writer and new_log:
         writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"])
-    start, running, running_steps = time.time(), torch.zeros((), device=device), 0
+    start, running, running_steps = time.time() - trained_seconds, torch.zeros((), device=device), 0
     bar = tqdm(total=cfg.iters, initial=step, desc=ident, disable=not is_main, unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 60)
     try:
-        progress = schedule_progress(cfg, step, 0.0)
+        progress = schedule_progress(cfg, step, trained_seconds)
         while progress < 1.0:
             lr_now = cosine_lr(cfg, progress)
             for group in optimizer.param_groups:
@@ -249,11 +250,11 @@ def train(cfg: TrainConfig) -> float:
                                   "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "init_from": cfg.init_from, "init_from_sha256": init_digest,
                                   "train_only": cfg.train_only,
                                   "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
-                save_resume_point(run, model, optimizer, step, best)
+                save_resume_point(run, model, optimizer, step, best, time.time() - start)
                 bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
     except KeyboardInterrupt:
         if is_main:  # keep every finished step: --resume continues from here
-            save_resume_point(run, model, optimizer, step, best)
+            save_resume_point(run, model, optimizer, step, best, time.time() - start)
         raise
     bar.close()
     if log:
