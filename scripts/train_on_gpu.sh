@@ -5,7 +5,8 @@
 #   python scripts/pack_y_dataset.py ../shared/datasets .data T91 BSD200 Set5   # here, then carry .data
 #   OUT=/some/dir MINUTES=7 RUN=gpu5 scripts/train_on_gpu.sh                    # there
 #
-# BATCH, LR, EVAL_EVERY and TRAIN_SETS (space-separated, default "T91 BSD200") set the run;
+# BATCH, LR, EVAL_EVERY and TRAIN_SETS (space-separated, default "T91 BSD200") set the run, and TRAIN_ARGS
+# passes more flags to every training.train (e.g. TRAIN_ARGS=--transpose);
 # MPS=0 keeps the CUDA MPS daemon off.
 # RUN names the run folder (runs/$RUN/<id>/log.csv); scripts/plot_curves.py chains gpu1, gpu2, ... in order.
 # Every 45 s, and at the end, the new weights, the run folders (for --resume) and the logs are packed
@@ -20,6 +21,7 @@ BATCH=${BATCH:-512}  # gpu3 (MPS, 512): 2.2x the patches per second of gpu1 (no 
 LR=${LR:-1e-3}
 RUN=${RUN:-gpu}
 read -r -a TRAIN_SETS <<<"${TRAIN_SETS:-T91 BSD200}"
+read -r -a TRAIN_ARGS <<<"${TRAIN_ARGS:-}"
 export EDGE_SR_DATA=${EDGE_SR_DATA:-.data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p logs "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -50,7 +52,7 @@ for model in fsrcnn fsrcnn-s; do
     id=${model}_x${scale}
     "$PY" -m training.train --model "$model" --scale "$scale" --init-from "training/weights/$id.pt" \
       --minutes "$MINUTES" --iters 100000000 --batch "$BATCH" --lr "$LR" --eval-every "${EVAL_EVERY:-1000}" \
-      --train-sets "${TRAIN_SETS[@]}" --run-dir "runs/$RUN" >"logs/gpu_$id.log" 2>&1 &
+      --train-sets "${TRAIN_SETS[@]}" --run-dir "runs/$RUN" ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"} >"logs/gpu_$id.log" 2>&1 &
   done
 done
 while sleep 45; jobs -r | grep -q .; do
