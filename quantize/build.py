@@ -64,7 +64,7 @@ class BuildError(Exception):
 
 
 def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, patches: np.ndarray,
-                iters: int, target: str, train_sets: list[str]) -> tuple[FSRCNN, list[torch.Tensor]]:
+                iters: int, target: str, train_sets: list[str], transpose: bool) -> tuple[FSRCNN, list[torch.Tensor]]:
     """The quantization-aware copy and its channel gains, reused while made from this very checkpoint
     by this recipe."""
     path = checkpoint.with_name(f"{ident}_qat.pt")
@@ -73,12 +73,13 @@ def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, pat
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE \
-                and meta.get("qat_target") == target and meta.get("qat_sets") == train_sets:
+                and meta.get("qat_target") == target and meta.get("qat_sets") == train_sets \
+                and meta.get("qat_transpose", False) == transpose:
             return load_weights(path), [torch.tensor(gains) for gains in meta["balance"]]
     tuned, sim_psnr, balance = quant_aware_finetune(model, data_dir, patches, iters=iters, target=target,
-                                                   train_sets=tuple(train_sets), desc=f"{ident} QAT")
+                                                   train_sets=tuple(train_sets), transpose=transpose, desc=f"{ident} QAT")
     save_weights(tuned, path, {"qat_from": checkpoint.name, "qat_from_sha256": digest, "qat_iters": iters,
-                               "qat_recipe": QAT_RECIPE, "qat_target": target, "qat_sets": train_sets,
+                               "qat_recipe": QAT_RECIPE, "qat_target": target, "qat_sets": train_sets, "qat_transpose": transpose,
                                "simulated_int8_set5_psnr": round(sim_psnr, 4),
                                "balance": [gains.tolist() for gains in balance]})
     return tuned, balance
@@ -109,11 +110,13 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         bar.update(1)
         step = "QAT"
         target = QAT_TARGET
-        train_sets = json.loads(checkpoint.with_suffix(".json").read_text()).get("train_sets", list(CALIBRATION_SETS))
-        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets)
+        trained = json.loads(checkpoint.with_suffix(".json").read_text())  # QAT on the checkpoint's own data
+        train_sets, transpose = trained.get("train_sets", list(CALIBRATION_SETS)), trained.get("transpose", False)
+        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets, transpose)
         bar.update(1)
         made = {}
         common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "target": target, "sets": train_sets,
+                                                      "transpose": transpose,
                                                       "weights": f"{ident}_qat.pt",
                                                       "channel_balance": f"{ident}_qat.json"}}
         for fmt in formats:
