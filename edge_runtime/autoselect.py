@@ -2,6 +2,7 @@
 device, found by a short measured trial and cached per device."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends import runtime_signature
 from edge_runtime.cpu import device_id
 from edge_runtime.errors import BackendError
 from edge_runtime.files import write_json
@@ -29,6 +31,14 @@ def measure_fps(upscaler, size: tuple[int, int], seconds: float = 1.0, max_runs:
     return runs / (time.perf_counter() - start)
 
 
+def cache_key(artifact: Artifact, size: tuple[int, int], threads: int) -> str:
+    """What a measured fps holds for: this device, these exact model bytes (a retrained model keeps its
+    name and often its size), the runtime and its options, the frame size and the thread count."""
+    digest = hashlib.sha256(artifact.path.read_bytes()).hexdigest()[:16]
+    return (f"{device_id()}|{artifact.name}|{digest}|{runtime_signature(artifact.path)}"
+            f"|{size[0]}x{size[1]}|t{threads}")
+
+
 def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, threads: int,
            target_fps: float, log=print, cache_path: Path = CACHE) -> tuple[Artifact, float]:
     """(artifact, measured model fps). Candidates come best quality first; the first that holds
@@ -39,7 +49,7 @@ def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, thread
         cache = {}
     measured: list[tuple[Artifact, float]] = []
     for artifact in candidates:
-        key = f"{device_id()}|{artifact.name}|{artifact.path.stat().st_size}|{size[0]}x{size[1]}|t{threads}"
+        key = cache_key(artifact, size, threads)
         fps = cache.get(key)
         if fps is None:
             try:

@@ -7,6 +7,7 @@ compute, so the stream pipeline can overlap capture, SR and output in threads.
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import cv2
@@ -219,6 +220,20 @@ class LiteRTUpscaler(Upscaler):
         if self.lut is None:
             return np.ascontiguousarray(out)
         return cv2.LUT(out.view(np.uint8), self.lut)  # a third of numpy's indexing time at 1280x720
+
+
+def runtime_signature(path: Path) -> str:
+    """The runtime and the options that would run `path`: a model's speed changes with them, not only
+    with the file (ORT_SESSION_CONFIG alone halved or doubled the INT8 ONNX speed)."""
+    if backend_for(path) == "onnxruntime":
+        options = ",".join(f"{key}={value}" for key, value in sorted(ORT_SESSION_CONFIG.items()))
+        return f"onnxruntime {version('onnxruntime')} {options}".rstrip()
+    for package in ("ai-edge-litert", "tflite-runtime"):
+        try:
+            return f"{package} {version(package)}"
+        except PackageNotFoundError:
+            continue
+    return "litert missing"
 
 
 def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):

@@ -1,10 +1,12 @@
 """The stream pipeline on real models: drops only for live sources, frame order with several SR
 workers, flat memory, auto selection."""
+import dataclasses
 import json
 
 import pytest
 
-from edge_runtime.autoselect import choose
+from edge_runtime import backends
+from edge_runtime.autoselect import cache_key, choose
 from edge_runtime.demo import DemoSource
 from edge_runtime.models import find, open_model
 from edge_runtime.pipeline import Pipeline
@@ -88,3 +90,21 @@ def test_auto_takes_the_best_psnr_that_holds_the_target_and_caches_the_trial(tmp
     measured = json.loads(cache.read_text())
     assert len(measured) == len(candidates)
     assert max(measured, key=measured.get).split("|")[3] == fastest.name
+
+
+def test_auto_measures_again_when_the_model_bytes_or_the_runtime_options_change(tmp_path, monkeypatch):
+    shipped = find("auto", 2, None, None)[0]
+    copy = tmp_path / shipped.name
+    copy.write_bytes(shipped.path.read_bytes())
+    artifact = dataclasses.replace(shipped, path=copy)
+    before = cache_key(artifact, (64, 48), 1)
+    assert cache_key(artifact, (64, 48), 1) == before
+    retrained = bytearray(copy.read_bytes())
+    retrained[-1] ^= 1  # same name, same size, other bytes
+    copy.write_bytes(bytes(retrained))
+    assert cache_key(artifact, (64, 48), 1) != before
+    onnx = next(a for a in find("auto", 2, None, None) if a.backend == "onnxruntime")
+    default = cache_key(onnx, (64, 48), 1)
+    monkeypatch.setattr(backends, "ORT_SESSION_CONFIG", {"session.x64quantprecision": "1"} if
+                        not backends.ORT_SESSION_CONFIG else {})
+    assert cache_key(onnx, (64, 48), 1) != default
