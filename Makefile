@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PEERS ?= ../shared/peers/opencv_dnn_superres
 
 .PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
-        wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi standin-pi clean
+        wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi standin-pi standin-clean clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,10 @@ deploy-fleet: wheelhouse
 CPU ?= cortex-a72
 standin-pi:
 	$(PYTHON) deploy/standin_pi.py up --cpu $(CPU)
+
+# What a killed `make test` or `make standin-pi` left running (guest, network namespace, scratch files).
+standin-clean:
+	$(PYTHON) deploy/standin_pi.py clean
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -13,6 +13,7 @@ each boot runs on a throwaway overlay of it, so every boot is a freshly flashed 
 
     python deploy/standin_pi.py build              # build or reuse the cached rootfs
     python deploy/standin_pi.py up [--cpu cortex-a76]   # boot one; prints how to reach it; Ctrl-C stops
+    python deploy/standin_pi.py clean              # remove what killed owners left (make standin-clean)
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ SUITE = "bookworm"
 GUEST_PACKAGES = ("python3,python3-venv,python3-pip,openssh-server,rsync,sudo,ca-certificates,iproute2,"
                   "procps,systemd,systemd-sysv,dbus,libpam-systemd")
 HOST_IP, PI_IP = "10.200.0.1", "10.200.0.2"
+NETNS_PREFIX, SCRATCH_PREFIX = "edgesr-pi-", "edge-sr-standin-"  # each followed by the owner's pid
 PI_USER = "pi"
 CPUS = {  # QEMU_CPU -> what /proc/cpuinfo says on that Pi
     "cortex-a72": dict(model="Raspberry Pi 4 Model B Rev 1.5", part="0xd08", revision="d03115",
@@ -209,8 +211,7 @@ class StandinPi:
         if cpu not in CPUS:
             raise StandinError(f"unknown cpu {cpu!r}; choose from {', '.join(CPUS)}")
         self.cpu, self.cache, self.boot_timeout = cpu, cache or default_cache(), boot_timeout
-        tag = f"{os.getpid() % 100000}"
-        self.netns, self.veth_host, self.veth_pi = f"edgesr-pi-{tag}", f"esr{tag}h", f"esr{tag}p"
+        self.netns, self.veth_host, self.veth_pi = names(os.getpid())
         self.host, self.user = PI_IP, PI_USER
         self.process: subprocess.Popen | None = None
 
@@ -249,7 +250,7 @@ class StandinPi:
         rootfs = build_rootfs(self.cache)
         ensure_binfmt()
         self.key = client_key(self.cache)
-        self.scratch = Path(tempfile.mkdtemp(prefix="edge-sr-standin-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         shared = self.scratch / "standin"
         shared.mkdir()
         (shared / "cpuinfo").write_text(pi_cpuinfo(self.cpu))
@@ -259,6 +260,7 @@ class StandinPi:
         for path in shared.iterdir():
             path.chmod(0o644)
         shared.chmod(0o755)
+        remove_leftovers()  # a killed earlier owner's host-side address would clash with this one's
         self._network()
         self.log = self.scratch / "console.log"
         self.process = subprocess.Popen(
@@ -315,14 +317,78 @@ class StandinPi:
             remove_tree(self.scratch)
 
 
+def names(owner: int) -> tuple[str, str, str]:
+    """The network namespace and the host and guest veth names of the stand-in owned by process `owner`
+    (veth names stay under the kernel's 15 characters for any pid)."""
+    return f"{NETNS_PREFIX}{owner}", f"esr{owner}h", f"esr{owner}p"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned_owners() -> list[int]:
+    """Owners (pids) of stand-ins still on this machine although the owner has gone: a `make test` or
+    `standin-pi` killed (SIGKILL, or SIGTERM outside the test fixture) before it could power its guest off."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
+    tags = [line.split()[0][len(NETNS_PREFIX):] for line in listed if line.startswith(NETNS_PREFIX)]
+    return sorted(int(tag) for tag in tags if tag.isdigit() and not alive(int(tag)))
+
+
+def guest_processes(netns: str) -> list[int]:
+    """The systemd-nspawn that boots into netns (it stays in the host's namespace) and every process in it."""
+    nspawns = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"systemd-nspawn") and f"--network-namespace-path=/run/netns/{netns}".encode() in argv:
+            nspawns.append(int(cmdline.parent.name))
+    inside = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    return nspawns + [int(pid) for pid in inside]
+
+
+def remove_leftovers() -> list[str]:
+    """Kill the guests of stand-ins whose owner has gone and remove their namespaces, host veths and
+    scratch folders; a live owner's stand-in is left alone. Returns the namespaces removed."""
+    removed = []
+    for owner in orphaned_owners():
+        netns, veth_host, _ = names(owner)
+        for pid in guest_processes(netns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", veth_host], capture_output=True)
+        for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{owner}-*"):
+            remove_tree(scratch)
+        removed.append(netns)
+    return removed
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or reuse the cached rootfs")
+    sub.add_parser("clean", help="remove the guests, namespaces and scratch files that killed owners left")
     up = sub.add_parser("up", help="boot a stand-in Pi until Ctrl-C")
     up.add_argument("--cpu", choices=sorted(CPUS), default="cortex-a72")
     args = parser.parse_args(argv)
     try:
+        if args.command == "clean":
+            if os.geteuid() != 0:
+                raise StandinError("removing a stand-in Pi's network namespace needs root")
+            removed = remove_leftovers()
+            print(f"removed {', '.join(removed)}" if removed else "no leftover stand-in Pi")
+            return 0
         reason = missing_prerequisites()
         if reason:
             raise StandinError(reason)

@@ -5,6 +5,7 @@ unless EDGE_SR_REQUIRE_STANDIN=1 (CI sets it), where a missing prerequisite fail
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,9 +62,14 @@ def deployed_pi(request, tmp_path_factory):
     """A freshly booted stand-in Pi of each kind with `make deploy-pi` run against it once."""
     standin_or_skip()
     tmp = tmp_path_factory.mktemp(request.param)
-    with standin_pi.StandinPi(request.param) as pi:
-        make("deploy-pi", pi, tmp)
-        yield pi, tmp
+    # A SIGTERM to pytest (a CI timeout, `kill`) then unwinds like Ctrl-C, so the guest is powered off.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with standin_pi.StandinPi(request.param) as pi:
+            make("deploy-pi", pi, tmp)
+            yield pi, tmp
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_every_guest_process_is_the_pi_cpu_asked_for(deployed_pi):
