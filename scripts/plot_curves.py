@@ -17,7 +17,7 @@ LOGS = ROOT / "results" / "training_logs"
 # with mirror images (runs/mirror10/<id>, --transpose), then of FSRCNN-s x2 the same way (runs/mirror11/<id>).
 # Phases not listed (a user's own runs) chain on after these.
 PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7", "align9", "mirror10",
-          "mirror11"]
+          "mirror11", "mirror12"]
 
 
 def phases() -> list[str]:
