@@ -323,22 +323,12 @@ def names(owner: int) -> tuple[str, str, str]:
     return f"{NETNS_PREFIX}{owner}", f"esr{owner}h", f"esr{owner}p"
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def orphaned_owners() -> list[int]:
     """Owners (pids) of stand-ins still on this machine although the owner has gone: a `make test` or
     `standin-pi` killed (SIGKILL, or SIGTERM outside the test fixture) before it could power its guest off."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
     tags = [line.split()[0][len(NETNS_PREFIX):] for line in listed if line.startswith(NETNS_PREFIX)]
-    return sorted(int(tag) for tag in tags if tag.isdigit() and not alive(int(tag)))
+    return sorted(int(tag) for tag in tags if tag.isdigit() and not Path(f"/proc/{tag}").exists())
 
 
 def guest_processes(netns: str) -> list[int]:
