@@ -311,8 +311,7 @@ class StandinPi:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.veth_host], capture_output=True)
+        remove_network(self.netns, self.veth_host)
         if getattr(self, "scratch", None):
             remove_tree(self.scratch)
 
@@ -321,6 +320,12 @@ def names(owner: int) -> tuple[str, str, str]:
     """The network namespace and the host and guest veth names of the stand-in owned by process `owner`
     (veth names stay under the kernel's 15 characters for any pid)."""
     return f"{NETNS_PREFIX}{owner}", f"esr{owner}h", f"esr{owner}p"
+
+
+def remove_network(netns: str, veth_host: str) -> None:
+    """Delete a stand-in's namespace and host veth, whichever of them exists."""
+    subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+    subprocess.run(["ip", "link", "del", veth_host], capture_output=True)
 
 
 def orphaned_owners() -> list[int]:
@@ -356,8 +361,7 @@ def remove_leftovers() -> list[str]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-        subprocess.run(["ip", "link", "del", veth_host], capture_output=True)
+        remove_network(netns, veth_host)
         for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{owner}-*"):
             remove_tree(scratch)
         removed.append(netns)

@@ -35,12 +35,6 @@ def fake_standin(owner):
     return subprocess.Popen(["ip", "netns", "exec", netns, "sleep", "600"], start_new_session=True)
 
 
-def remove(owner):
-    netns, veth_host, _ = standin_pi.names(owner)
-    subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-    subprocess.run(["ip", "link", "del", veth_host], capture_output=True)
-
-
 def test_clean_removes_a_dead_owners_standin_and_keeps_a_live_owners():
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -61,8 +55,8 @@ def test_clean_removes_a_dead_owners_standin_and_keeps_a_live_owners():
         for process in (dead_guest, live_guest, living):
             process.kill()
             process.wait()
-        remove(gone.pid)
-        remove(living.pid)
+        for owner in (gone.pid, living.pid):
+            standin_pi.remove_network(*standin_pi.names(owner)[:2])
 
 
 def test_clean_with_nothing_left_says_so():
