@@ -309,8 +309,9 @@ def tflite_tensors(path) -> dict:
     """Every tensor of a .tflite by name: dtype, shape, zero points, scales and, for constants, the values."""
     interp = interpreter_without_xnnpack(path)
     interp.allocate_tensors()
-    constants = {op_input for op in interp._get_ops_details() for op_input in op["inputs"]} - \
-        {d["index"] for d in interp.get_input_details()} - {o for op in interp._get_ops_details() for o in op["outputs"]}
+    ops = interp._get_ops_details()
+    constants = ({i for op in ops for i in op["inputs"]} - {o for op in ops for o in op["outputs"]}
+                 - {d["index"] for d in interp.get_input_details()})
     return {t["name"]: (t["dtype"], tuple(t["shape"]), t["quantization_parameters"]["zero_points"].tolist(),
                         t["quantization_parameters"]["scales"],
                         interp.get_tensor(t["index"]).copy() if t["index"] in constants else None)
