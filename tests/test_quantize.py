@@ -324,9 +324,9 @@ def test_shipped_int8_tflite_is_its_rows_graph_and_the_rows_rewrite_is_exact(dat
     """The rows rewrite changes speed only. Both forms are converted here, from the artifact's QAT weights and
     calibration, and must give the same pixels on every Set5 image; the artifact must be that rows graph: the
     same tensors and zero points. Its scales and integer weights come out of float arithmetic (the balance
-    gains, the converter), which another CPU may round otherwise in the last bit: fsrcnn-s_x4's artifact, built
-    on an AMD EPYC, has head scales 1e-7 off a conversion on an Intel Xeon and one of 6,192 head weights one
-    step off, and gives Set5 pixels up to 2 grey levels off it. So scales must agree to 1e-6 and weights to
+    gains, the converter), which another CPU may round otherwise in the last bit: fsrcnn-s_x4's artifact as built
+    on an AMD EPYC (since rebuilt) had head scales 1e-7 off a conversion on an Intel Xeon and one of 6,192 head
+    weights one step off, and gave Set5 pixels up to 2 grey levels off it. So scales must agree to 1e-6 and weights to
     one step, in at most 1 in 1,000 of a tensor's entries (or one)."""
     weights = WEIGHTS_DIR / f"{artifact.family}_x{artifact.scale}_qat.pt"
     tuned = load_weights(weights)
