@@ -1,4 +1,4 @@
-"""Why ONNX Runtime's INT8 artifacts run their x2 and x3 heads on superpixels: model-only speed of each
+"""Why ONNX Runtime's INT8 artifacts run their heads on superpixels: model-only speed of each
 checkpoint's INT8 folded-ReLU form (ONNX Runtime static QDQ) with its head as it is (s*s output channels)
 and on 2x2 superpixels (quantize.onnx_export.ReLUGraph, 4x the outputs), as ratios to its FP32 ONNX
 export in the same run. Both INT8 forms compute the very same sums; quantize.rewrites.superpixel_layers
@@ -25,7 +25,7 @@ from quantize.qat import balance_gains  # noqa: E402
 
 
 def main() -> int:
-    p = conversion_parser(__doc__, ["fsrcnn-s_x2", "fsrcnn_x2", "fsrcnn_x3", "fsrcnn_x4"], "640x360", 2.0)
+    p = conversion_parser(__doc__, [f"{m}_x{s}" for s in (2, 3, 4) for m in ("fsrcnn-s", "fsrcnn")], "640x360", 2.0)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))

@@ -23,8 +23,8 @@ def superpixel_layers(scale: int, runtime: str = "litert") -> tuple[int, ...]:
       heads already emit 9 and 16 channels.
     - ONNX Runtime: the head at every scale, its QLinearConv with 4, 9 or 16 outputs being slow: in the
       smallest window that holds it (superpixel_window), the INT8 models ran 2.0x to 2.1x as fast at x2,
-      1.25x at x3 and 1.1x at x4 (benchmarks/onnx_int8_heads.py, an AVX512-VNNI EPYC). In a 6x6
-      window, the x4 head had run 15% slower."""
+      1.25x at x3 and 1.1x at x4 (benchmarks/onnx_int8_heads.py, an AVX512-VNNI EPYC; 1.7x to 1.8x at x2
+      and 1.4x to 1.5x at x3 and x4 on an Intel Xeon). In a 6x6 window, the x4 head had run 15% slower."""
     heads = {"litert": (2,), "onnxruntime": (2, 3, 4)}[runtime]
     return (-1,) if scale in heads else ()
 
