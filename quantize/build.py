@@ -42,7 +42,8 @@ EVAL_SETS = ("Set5", "Set14")
 # within 10% on an AVX512-VNNI EPYC, and an Intel Xeon ran conv + DepthToSpace up to 1.28x faster for FSRCNN-s
 # (README, *Artifact speed*). LiteRT's TRANSPOSE_CONV is the slow one there, and TF's padding would shift it.
 # INT8 artifacts use the folded-ReLU form (training.model.relu_layers), which both INT8 runtimes run without
-# float fallbacks, with the exact rewrites of quantize.rewrites that each runtime's kernels gain from (benchmarks/int8_forms.py for LiteRT, benchmarks/onnx_int8_heads.py for ONNX Runtime).
+# float fallbacks, with the exact rewrites of quantize.rewrites that each runtime's kernels gain from
+# (benchmarks/int8_forms.py for LiteRT, benchmarks/onnx_int8_heads.py for ONNX Runtime).
 FP32_HEAD = {"onnx": "deconv", "tflite": "subpixel"}
 INT8_HEAD = f"{INT8_FORM}-relu"
 CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "method": "minmax"}
