@@ -37,8 +37,8 @@ from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weight
 
 FORMATS = ("onnx", "tflite")
 EVAL_SETS = ("Set5", "Set14")
-# FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): ONNX Runtime runs the
-# 9x9 ConvTranspose faster than conv + DepthToSpace at x2 on every CPU measured; at x3 and x4 the two were
+# FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): at x2 conv + DepthToSpace
+# ran 0.74x to 1.02x the 9x9 ConvTranspose in ONNX Runtime on the CPUs measured; at x3 and x4 the two were
 # within 10% on an AVX512-VNNI EPYC, and an Intel Xeon ran conv + DepthToSpace up to 1.28x faster for FSRCNN-s
 # (README, *Artifact speed*). LiteRT's TRANSPOSE_CONV is the slow one there, and TF's padding would shift it.
 # INT8 artifacts use the folded-ReLU form (training.model.relu_layers), which both INT8 runtimes run without
