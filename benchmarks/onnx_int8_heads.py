@@ -22,10 +22,11 @@ from edge_runtime.backends import OnnxUpscaler  # noqa: E402
 from quantize import onnx_export  # noqa: E402
 from quantize.build import FP32_HEAD, INT8_HEAD  # noqa: E402
 from quantize.qat import balance_gains  # noqa: E402
+from training.model import PRESETS, SCALES, model_id  # noqa: E402
 
 
 def main() -> int:
-    p = conversion_parser(__doc__, [f"{m}_x{s}" for s in (2, 3, 4) for m in ("fsrcnn-s", "fsrcnn")], "640x360", 2.0)
+    p = conversion_parser(__doc__, [model_id(name, scale) for name in PRESETS for scale in SCALES], "640x360", 2.0)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
