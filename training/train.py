@@ -89,6 +89,10 @@ def schedule_progress(cfg: TrainConfig, step: int, seconds: float) -> float:
     return min(progress, 1.0)
 
 
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def elapsed(start: float, distributed: bool, device: torch.device) -> float:
     """Seconds since `start`; under torchrun the slowest rank's, so every rank ends on the same step."""
     seconds = time.time() - start
@@ -167,7 +171,7 @@ def train(cfg: TrainConfig) -> float:
     preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, DECONV_PAD))  # reject a bad model/scale/weigh before loading any data
     if cfg.weigh not in WEIGHS:
         raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = under_torchrun()
     rank = 0
     if distributed:  # launched by torchrun: one process per GPU (or CPU worker)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if under_torchrun():
         # A gloo worker thread may drop its last finished collective (holding a Python tensor) while the
         # interpreter shuts down; taking the GIL then aborts the rank ("terminate called without an active
         # exception", torch 2.13, about 1 run in 30 on 2 busy cores). Logs and weights are closed by now,
