@@ -29,7 +29,7 @@ from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export
 from quantize.calibration import CALIBRATION_SETS, calibration_patches
 from quantize.card import write_card
-from quantize.qat import INT8_FORM, quant_aware_finetune
+from quantize.qat import INT8_FORM, QuantSim, quant_aware_finetune
 from quantize.rewrites import ONNX_REWRITES, REWRITES, superpixel_layers
 from training.data import DataError, resolve_data_dir, set_folder
 from training.evaluate import WEIGHTS_DIR
@@ -51,8 +51,9 @@ CALIBRATION = {"sets": list(CALIBRATION_SETS), "patches": 128, "lr_patch": 48, "
 # activation ranges from the export's calibration patches, input range [0, 1]; 4 = calibration and QAT
 # patches cut by the gather sampler (training/data.py), so other patches than recipe 3's; 5 = the folded-ReLU
 # INT8 form, constant channels left out of the balance; 6 = the head's range is the pixel range [0, 1]; 7 = ranges
-# calibrated on the weights' INT8 grid, which the exports now snap the weights to (quantize.qat.on_int8_grid).
-QAT_RECIPE = 7
+# calibrated on the weights' INT8 grid, which the exports now snap the weights to (quantize.qat.on_int8_grid); 8 = each
+# hidden layer's range up to its activation ceiling (quantize.qat.activation_ceiling), not its maximum.
+QAT_RECIPE = 8
 # What QAT fits (quantize.qat.quant_aware_finetune), by measurement in simulation (Set5, the shipped QAT seed).
 # On the T91-tuned weights, the HR patches beat distillation from the FP32 model for FSRCNN-s: x2 / x3 / x4
 # 36.108 / 32.239 / 30.018 dB against 36.090 / 32.235 / 30.007. (Distillation had won on the earlier weights,
@@ -115,12 +116,14 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         trained = json.loads(checkpoint.with_suffix(".json").read_text())  # QAT on the checkpoint's own data
         train_sets, transpose = trained.get("train_sets", list(CALIBRATION_SETS)), trained.get("transpose", False)
         tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets, transpose)
+        ceilings = QuantSim(tuned, torch.from_numpy(patches), balance).ceilings()
         bar.update(1)
         made = {}
         common = {"calibration": CALIBRATION, "qat": {"iters": qat_iters, "target": target, "sets": train_sets,
                                                       "transpose": transpose,
                                                       "weights": f"{ident}_qat.pt",
-                                                      "channel_balance": f"{ident}_qat.json"}}
+                                                      "channel_balance": f"{ident}_qat.json",
+                                                      "activation_ceilings": [round(c, 4) for c in ceilings]}}
         for fmt in formats:
             for precision in ("fp32", "int8"):
                 step = f"{fmt} {precision}"
@@ -136,13 +139,14 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                             fp32 = onnx_export.export_fp32(source, Path(tmp) / "fp32.onnx", head, balance,
                                                            superpixel="superpixel" in ONNX_REWRITES
                                                            and -1 in superpixel_layers(scale, "onnxruntime"),
-                                                           pixel_range=True, int8_grid=True)
+                                                           pixel_range=True, int8_grid=True, ceilings=ceilings)
                             onnx_export.quantize_int8(fp32, target, patches, CALIBRATION["method"])
                     ops = onnx_export.runtime_op_report(target)
                 else:
                     form = "prelu" if precision == "fp32" else INT8_HEAD  # PReLU form with the subpixel head
                     tflite_export.convert(source, target, precision, patches if precision == "int8" else None, form=form,
-                                          balance=balance if precision == "int8" else None)
+                                          balance=balance if precision == "int8" else None,
+                                          ceilings=ceilings if precision == "int8" else None)
                     ops = tflite_export.op_report(target)
                 quality = score(target, pairs, scale)
                 extra = {"ops": ops, **(common if precision == "int8" else {})}

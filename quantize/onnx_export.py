@@ -31,11 +31,15 @@ class ReLUGraph(torch.nn.Module):
     `pixel_range`: the head's output clamped to [0, 1] before the shuffle, for the reason
     quantize.tflite_export.to_pixel_range gives; ONNX Runtime's QDQ quantizer folds the clamp into the
     conv's output range, so no op is added. `int8_grid`: every weight snapped to its INT8 grid, as
-    quantize.qat.on_int8_grid says why."""
+    quantize.qat.on_int8_grid says why. `ceilings`: each hidden layer's output clamped there (Clip instead of
+    Relu), which the quantizer folds into the conv's output range the same way (quantize.qat.activation_ceiling)."""
 
     def __init__(self, form: FSRCNNReLUForm, superpixel: bool = False, pixel_range: bool = False,
-                 int8_grid: bool = False):
+                 int8_grid: bool = False, ceilings: list[float] | None = None):
         super().__init__()
+        self.ceilings = ceilings or [None] * (len(form.convs) - 1)
+        if len(self.ceilings) != len(form.convs) - 1:
+            raise ValueError(f"{len(self.ceilings)} ceilings for {len(form.convs) - 1} hidden layers")
         if int8_grid:
             with torch.no_grad():
                 for conv in form.convs:
@@ -53,23 +57,25 @@ class ReLUGraph(torch.nn.Module):
             self.block *= SUPERPIXEL
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.body:
-            x = F.relu(conv(x))
+        for conv, ceiling in zip(self.body, self.ceilings):
+            x = F.relu(conv(x)) if ceiling is None else conv(x).clamp(0.0, float(ceiling))
         x = self.head(x)
         return F.pixel_shuffle(x.clamp(0, 1) if self.pixel_range else x, self.block)
 
 
 def deployable(model: FSRCNN, head: str, balance: list[torch.Tensor] | None = None,
-               superpixel: bool = False, pixel_range: bool = False, int8_grid: bool = False) -> torch.nn.Module:
+               superpixel: bool = False, pixel_range: bool = False, int8_grid: bool = False,
+               ceilings: list[float] | None = None) -> torch.nn.Module:
     """The exported module: the paper's 9x9 deconvolution, its exact conv + depth_to_space rewrite,
     or that with every PReLU rewritten into ReLUs (the INT8 forms, training.model.relu_layers), with
-    `superpixel`, `pixel_range` and `int8_grid` as ReLUGraph takes them."""
+    `superpixel`, `pixel_range`, `int8_grid` and `ceilings` as ReLUGraph takes them."""
     if head == "deconv":
         return model.eval()
     if head == "subpixel":
         return FSRCNNSubpixel(model).eval()
     if head in ("folded-relu", "split-relu"):
-        return ReLUGraph(FSRCNNReLUForm(model, head.split("-")[0], balance), superpixel, pixel_range, int8_grid).eval()
+        return ReLUGraph(FSRCNNReLUForm(model, head.split("-")[0], balance), superpixel, pixel_range, int8_grid,
+                         ceilings).eval()
     raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
@@ -79,11 +85,12 @@ def _atomic_target(path: Path) -> Path:
 
 
 def export_fp32(model: FSRCNN, path: Path, head: str = "subpixel", balance: list[torch.Tensor] | None = None,
-                superpixel: bool = False, pixel_range: bool = False, int8_grid: bool = False) -> Path:
+                superpixel: bool = False, pixel_range: bool = False, int8_grid: bool = False,
+                ceilings: list[float] | None = None) -> Path:
     """Opset-17 ONNX, input lr [1,1,H,W] float32 0..1, dynamic H and W, weights embedded
     (`balance`: an INT8 form's channel gains, see training.model.relu_layers; `superpixel`, `pixel_range`,
-    `int8_grid`: see ReLUGraph, for the float source of an INT8 model)."""
-    module = deployable(model, head, balance, superpixel, pixel_range, int8_grid)
+    `int8_grid`, `ceilings`: see ReLUGraph, for the float source of an INT8 model)."""
+    module = deployable(model, head, balance, superpixel, pixel_range, int8_grid, ceilings)
     example = torch.rand(1, 1, 32, 40)
     height = torch.export.Dim("height", min=1, max=8192)
     width = torch.export.Dim("width", min=1, max=8192)

@@ -29,7 +29,7 @@ FORMS = ("prelu", "folded-relu", "split-relu")
 
 def to_pixel_range(x):
     """Clamp to [0, 1]: ReLU, which the converter fuses into the head conv, then MINIMUM, which
-    fold_pixel_range removes again. INT8 graphs end in it so that the head's output range is exactly
+    fold_clamps removes again. INT8 graphs end in it so that the head's output range is exactly
     [0, 1]: output scale 1/255, zero point 0, each output value a pixel. Calibrated on the raw head, the
     range ran to about 1.1, and that coarser grid, rounded again to pixels, cost the stream 0.025 dB on
     Set5 x2. Clamping loses nothing: every score clamps there too."""
@@ -38,11 +38,12 @@ def to_pixel_range(x):
     return tf.minimum(tf.nn.relu(x), 1.0)
 
 
-def fold_pixel_range(flatbuffer: bytes) -> bytes:
-    """The INT8 graph without to_pixel_range's MINIMUM: the head conv (its ReLU fused) takes the MINIMUM's
-    output quantization, [0, 1] in 256 steps, and int8 saturation then clamps at 1 by itself. Left in,
-    the MINIMUM requantizes, so XNNPACK hands it to a reference kernel between two partitions, and the
-    head is rounded twice: onto its calibrated range's grid, then onto the pixel grid."""
+def fold_clamps(flatbuffer: bytes) -> bytes:
+    """The INT8 graph without the MINIMUMs of to_pixel_range and of the hidden layers' ceilings: each conv
+    before one (its ReLU fused) takes the MINIMUM's output quantization (for the head [0, 1] in 256 steps),
+    and int8 saturation then clamps at the top by itself. Left in, a MINIMUM requantizes, so XNNPACK hands
+    it to a reference kernel between two partitions, and the conv's output is rounded twice: onto its
+    calibrated range's grid, then onto the MINIMUM's."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -53,22 +54,22 @@ def fold_pixel_range(flatbuffer: bytes) -> bytes:
         code = model.operatorCodes[op.opcodeIndex]
         return max(code.builtinCode, code.deprecatedBuiltinCode)
 
-    [minimum] = [op for op in graph.operators if kind(op) == schema.BuiltinOperator.MINIMUM]
-    head_out, clamped = minimum.inputs[0], minimum.outputs[0]
-    [head] = [op for op in graph.operators if head_out in op.outputs]
-    if kind(head) != schema.BuiltinOperator.CONV_2D or head.builtinOptions.fusedActivationFunction != \
-            schema.ActivationFunctionType.RELU:
-        raise ValueError("fold_pixel_range: MINIMUM does not follow a conv with a fused ReLU")
-    graph.tensors[head_out].quantization = graph.tensors[clamped].quantization
-    for op in graph.operators:
-        op.inputs = [head_out if t == clamped else t for t in op.inputs]
-    graph.outputs = [head_out if t == clamped else t for t in graph.outputs]
-    graph.operators.remove(minimum)
+    for minimum in [op for op in graph.operators if kind(op) == schema.BuiltinOperator.MINIMUM]:
+        conv_out, clamped = minimum.inputs[0], minimum.outputs[0]
+        [conv] = [op for op in graph.operators if conv_out in op.outputs]
+        if kind(conv) != schema.BuiltinOperator.CONV_2D or conv.builtinOptions.fusedActivationFunction != \
+                schema.ActivationFunctionType.RELU:
+            raise ValueError("fold_clamps: a MINIMUM does not follow a conv with a fused ReLU")
+        graph.tensors[conv_out].quantization = graph.tensors[clamped].quantization
+        for op in graph.operators:
+            op.inputs = [conv_out if t == clamped else t for t in op.inputs]
+        graph.outputs = [conv_out if t == clamped else t for t in graph.outputs]
+        graph.operators.remove(minimum)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None, rewrites: tuple = REWRITES,
-                pixel_range: bool = False, int8_grid: bool = False):
+                pixel_range: bool = False, int8_grid: bool = False, ceilings: list[float] | None = None):
     """The TF twin with the weights as constants: NHWC, input [1, H, W, 1] float 0..1, dynamic H and W.
 
     form "prelu": convs and PReLUs, PReLU written as relu(x) + (-alpha[1,1,C]) * relu(-x), the one
@@ -77,7 +78,9 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
     as one INT8 graph, with the `rewrites` (REWRITES) of those forms: "rows", the first conv on rows
     (rows_as_channels); "superpixel", the convs of superpixel_layers on 2x2 superpixels (superpixel_conv,
     which then needs even H and W). `pixel_range`: the head's output clamped by to_pixel_range.
-    `int8_grid`: the ReLU form's weights snapped to their INT8 grid (quantize.qat.on_int8_grid).
+    `int8_grid`: the ReLU form's weights snapped to their INT8 grid (quantize.qat.on_int8_grid). `ceilings`:
+    each hidden layer of the ReLU form clamped there (MINIMUM, folded into the conv's output range as the
+    head's clamp is: fold_clamps; quantize.qat.activation_ceiling).
     """
     import tensorflow as tf
 
@@ -96,6 +99,8 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
         oihw = [(w.detach().numpy(), b.detach().numpy()) for w, b in (on_int8_grid(layers) if int8_grid else layers)]
         *body, head = [(w.transpose(2, 3, 1, 0).copy(), b) for w, b in oihw]
         stages = [(w, b, None) for w, b in body]
+        if ceilings is not None and len(ceilings) != len(stages):
+            raise ValueError(f"{len(ceilings)} ceilings for {len(stages)} hidden layers")
     else:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     rows = last = None
@@ -110,9 +115,11 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
     def serve(x):
         if rows is not None:
             x = tf.nn.conv2d(x, rows, 1, "SAME")
-        for w, b, neg_alpha in stages:
+        for i, (w, b, neg_alpha) in enumerate(stages):
             x = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
             x = tf.nn.relu(x) if neg_alpha is None else tf.nn.relu(x) + neg_alpha * tf.nn.relu(-x)
+            if ceilings is not None:
+                x = tf.minimum(x, ceilings[i])
         if last is not None:
             x, block = tf.nn.bias_add(tf.nn.conv2d(x, last[0], SUPERPIXEL, "SAME"), last[1]), SUPERPIXEL * scale
         else:
@@ -124,20 +131,21 @@ def tf_function(model: FSRCNN, form: str = "prelu", balance: list | None = None,
 
 def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | None = None,
             io_dtype: str = "uint8", form: str | None = None, balance: list | None = None,
-            rewrites: tuple = REWRITES) -> Path:
+            rewrites: tuple = REWRITES, ceilings: list[float] | None = None) -> Path:
     """Write `path` (.tflite). INT8: every op INT8 (TFLITE_BUILTINS_INT8), `io_dtype` input and output,
-    calibrated on `patches` (N x 1 x h x w float 0..1 training patches). The form defaults to PReLU
-    for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one XNNPACK INT8 graph)."""
+    calibrated on `patches` (N x 1 x h x w float 0..1 training patches), hidden layers clamped at `ceilings`
+    when given. The form defaults to PReLU for FP32 (fastest under XNNPACK) and folded ReLU for INT8 (one
+    XNNPACK INT8 graph)."""
     pixel_range = precision == "int8"
     serve = tf_function(model, form or ("folded-relu" if pixel_range else "prelu"), balance, rewrites, pixel_range,
-                        int8_grid=pixel_range)
+                        int8_grid=pixel_range, ceilings=ceilings)
     return convert_function(serve, path, precision, patches, io_dtype, pixel_range)
 
 
 def convert_function(serve, path: Path, precision: str, patches: np.ndarray | None = None,
                      io_dtype: str = "uint8", pixel_range: bool = False) -> Path:
     """Write `path` (.tflite) from a tf.function of one NHWC float input (convert's converter settings);
-    `pixel_range`: the function ends in to_pixel_range, to be folded (fold_pixel_range)."""
+    `pixel_range`: the function ends in to_pixel_range, to be folded (fold_clamps)."""
     import tensorflow as tf
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -159,7 +167,7 @@ def convert_function(serve, path: Path, precision: str, patches: np.ndarray | No
         elif precision != "fp32":
             raise ValueError(f"precision must be fp32 or int8, not {precision!r}")
         flatbuffer = converter.convert()
-    return write_atomic(path, fold_pixel_range(flatbuffer) if pixel_range else flatbuffer)
+    return write_atomic(path, fold_clamps(flatbuffer) if pixel_range else flatbuffer)
 
 
 def op_report(path: Path) -> dict:
