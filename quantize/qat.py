@@ -49,9 +49,8 @@ def activation_ceiling(x: torch.Tensor, quantile: float = CEILING_QUANTILE) -> f
     """The top of a hidden layer's INT8 range: the `quantile` quantile of its positive activations `x`,
     not their maximum. The few above it saturate (the exports clamp there, and the runtimes fold the clamp
     into the conv's output range), and every other activation gets a finer grid. Measured in QAT (Set5,
-    simulation, from the shipped x2 checkpoints): the maximum's range ran 1.4x this one's in FSRCNN-s x2's
-    expanding layer; the ceiling gave 36.193 against 36.114 dB, FSRCNN x2 36.861 against 36.841; 1 in 1,000
-    above it clipped too much (FSRCNN-s x2 36.116)."""
+    simulation, from the shipped x2 checkpoints): FSRCNN-s x2 36.193 dB against 36.114 with the maximum,
+    FSRCNN x2 36.861 against 36.841; 1 in 1,000 above it clipped too much (FSRCNN-s x2 36.116)."""
     positive = x[x > 0].flatten()
     if positive.numel() == 0:
         return 0.0
