@@ -145,7 +145,8 @@ def convert(model: FSRCNN, path: Path, precision: str, patches: np.ndarray | Non
 def convert_function(serve, path: Path, precision: str, patches: np.ndarray | None = None,
                      io_dtype: str = "uint8", pixel_range: bool = False) -> Path:
     """Write `path` (.tflite) from a tf.function of one NHWC float input (convert's converter settings);
-    `pixel_range`: the function ends in to_pixel_range, to be folded (fold_clamps)."""
+    `pixel_range`: an INT8 function ending in to_pixel_range; its MINIMUMs (that one and any ceilings') are folded
+    (fold_clamps)."""
     import tensorflow as tf
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
