@@ -56,6 +56,33 @@ def test_resume_keeps_a_wall_clock_schedule_where_it_stopped(tiny_dataset, tmp_p
     assert float(resumed["seconds"]) >= 29
 
 
+def test_a_weight_average_run_saves_the_average_and_resumes_it(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--eval-every", "20",
+              "--batch", "4", "--lr-patch", "8", "--run-dir", str(tmp_path), "--out-dir", str(tmp_path),
+              "--threads", "1", "--ema", "0.9"]
+    last = tmp_path / "fsrcnn-s_x2" / "last.pt"
+
+    def average_and_trained() -> tuple[dict, dict, int]:
+        state = torch.load(last, weights_only=True)
+        ema = state["ema"]
+        return ({k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}, state["model"],
+                int(ema["n_averaged"]))
+
+    train_module.train(train_module.parse_args(common + ["--iters", "20"]))  # a first validation is always saved
+    average, trained, _ = average_and_trained()
+    saved = torch.load(tmp_path / "fsrcnn-s_x2.pt", weights_only=True)
+    assert all(torch.equal(saved[k], average[k]) for k in trained)
+    assert not all(torch.equal(saved[k], trained[k]) for k in trained)
+    assert json.load(open(tmp_path / "fsrcnn-s_x2.json"))["ema"] == 0.9
+
+    train_module.train(train_module.parse_args(common + ["--iters", "40", "--resume"]))
+    assert average_and_trained()[2] == 40  # the average went on across the resume
+    rows = list(csv.DictReader(open(tmp_path / "fsrcnn-s_x2" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [20, 40] and all(float(r["raw_psnr"]) > 0 for r in rows)
+    with pytest.raises(ValueError, match="--ema must be a decay"):
+        train_module.train(train_module.parse_args(common[:-1] + ["1.5", "--iters", "1"]))
+
+
 def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path):
     cfg = train_module.parse_args([
         "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "100000000",

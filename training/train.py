@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from edge_runtime.files import sha256
@@ -53,6 +54,9 @@ class TrainConfig:
     lr: float = 2e-3
     deconv_lr_mult: float = 0.1  # the paper's smaller rate for the last layer
     min_lr_ratio: float = 0.01  # cosine decay floor
+    # Decay of an exponential moving average of the weights (0: none). When set, the average is what is
+    # validated and saved, and the log's raw_psnr column scores the trained weights themselves.
+    ema: float = 0.0
     optimizer: str = "adam"
     eval_every: int = 2000
     init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
@@ -158,11 +162,13 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
     raise ValueError(f"--optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}")
 
 
-def save_resume_point(run: Path, model: FSRCNN, optimizer, step: int, best: float, seconds: float) -> None:
-    """runs/<id>/last.pt: weights, optimizer state, step, best PSNR, head padding and the seconds trained so
-    far (a --minutes schedule resumes where it stopped), written atomically."""
+def save_resume_point(run: Path, model: FSRCNN, ema: AveragedModel | None, optimizer, step: int, best: float,
+                      seconds: float) -> None:
+    """runs/<id>/last.pt: weights, their moving average, optimizer state, step, best PSNR, head padding and the
+    seconds trained so far (a --minutes schedule resumes where it stopped), written atomically."""
     tmp = run / "last.pt.tmp"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best,
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
+                "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best,
                 "deconv_pad": model.config.deconv_pad, "seconds": seconds}, tmp)
     os.replace(tmp, run / "last.pt")
 
@@ -171,6 +177,8 @@ def train(cfg: TrainConfig) -> float:
     preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, DECONV_PAD))  # reject a bad model/scale/weigh before loading any data
     if cfg.weigh not in WEIGHS:
         raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
     distributed = under_torchrun()
     rank = 0
     if distributed:  # launched by torchrun: one process per GPU (or CPU worker)
@@ -196,7 +204,7 @@ def train(cfg: TrainConfig) -> float:
     init_digest = sha256(cfg.init_from) if cfg.init_from else None  # the file may be overwritten by this run
     model = build_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
-    step, best, trained_seconds = 0, -math.inf, 0.0
+    step, best, trained_seconds, state = 0, -math.inf, 0.0, None
     if cfg.resume and (run / "last.pt").is_file():
         state = torch.load(run / "last.pt", map_location=device, weights_only=True)
         saved_pad = state.get("deconv_pad", DECONV_PAD)
@@ -209,6 +217,10 @@ def train(cfg: TrainConfig) -> float:
         if is_main:
             print(f"resumed {ident} at step {step}, best {cfg.val_set} {best:.3f} dB")
     model.subpixel_head = True
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
+    if ema is not None and state is not None and state.get("ema"):
+        ema.load_state_dict(state["ema"])
+    scored = ema.module if ema is not None else model  # what is validated and saved
     if cfg.init_from and step == 0 and is_main:
         # Fine-tuning must beat where it starts before it may overwrite the shipped weights.
         best = validate(model, val_pairs, cfg.scale)
@@ -220,7 +232,7 @@ def train(cfg: TrainConfig) -> float:
     log = open(log_path, "w" if new_log else "a", newline="") if is_main else None
     writer = csv.writer(log) if log else None
     if writer and new_log:
-        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"])
+        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"] + (["raw_psnr"] if ema else []))
     start, running, running_steps = time.time() - trained_seconds, torch.zeros((), device=device), 0
     bar = tqdm(total=cfg.iters, initial=step, desc=ident, disable=not is_main, unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 60)
@@ -235,30 +247,33 @@ def train(cfg: TrainConfig) -> float:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             running += loss.detach()  # no .item() per step: a GPU keeps queueing work
             running_steps += 1
             bar.update(1)
             progress = schedule_progress(cfg, step, elapsed(start, distributed, device))
             if is_main and (step % cfg.eval_every == 0 or progress >= 1.0):
-                val = validate(model, val_pairs, cfg.scale)
+                val = validate(scored, val_pairs, cfg.scale)
+                raw = [f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema else []
                 mean_loss = running.item() / running_steps
                 running.zero_()
                 running_steps = 0
-                writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
+                writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"] + raw)
                 log.flush()
                 if val > best:
                     best = val
-                    save_weights(model, Path(cfg.out_dir) / f"{ident}.pt",
+                    save_weights(scored, Path(cfg.out_dir) / f"{ident}.pt",
                                  {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "init_from": cfg.init_from, "init_from_sha256": init_digest,
+                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "init_from": cfg.init_from, "init_from_sha256": init_digest,
                                   "train_only": cfg.train_only,
                                   "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
-                save_resume_point(run, model, optimizer, step, best, time.time() - start)
+                save_resume_point(run, model, ema, optimizer, step, best, time.time() - start)
                 bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
     except KeyboardInterrupt:
         if is_main:  # keep every finished step: --resume continues from here
-            save_resume_point(run, model, optimizer, step, best, time.time() - start)
+            save_resume_point(run, model, ema, optimizer, step, best, time.time() - start)
         raise
     bar.close()
     if log:
