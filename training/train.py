@@ -167,7 +167,7 @@ def save_resume_point(run: Path, model: FSRCNN, ema: AveragedModel | None, optim
     """runs/<id>/last.pt: weights, their moving average, optimizer state, step, best PSNR, head padding and the
     seconds trained so far (a --minutes schedule resumes where it stopped), written atomically."""
     tmp = run / "last.pt.tmp"
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best,
                 "deconv_pad": model.config.deconv_pad, "seconds": seconds}, tmp)
     os.replace(tmp, run / "last.pt")
@@ -232,7 +232,7 @@ def train(cfg: TrainConfig) -> float:
     log = open(log_path, "w" if new_log else "a", newline="") if is_main else None
     writer = csv.writer(log) if log else None
     if writer and new_log:
-        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"] + (["raw_psnr"] if ema else []))
+        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"] + (["raw_psnr"] if ema is not None else []))
     start, running, running_steps = time.time() - trained_seconds, torch.zeros((), device=device), 0
     bar = tqdm(total=cfg.iters, initial=step, desc=ident, disable=not is_main, unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 60)
@@ -256,7 +256,7 @@ def train(cfg: TrainConfig) -> float:
             progress = schedule_progress(cfg, step, elapsed(start, distributed, device))
             if is_main and (step % cfg.eval_every == 0 or progress >= 1.0):
                 val = validate(scored, val_pairs, cfg.scale)
-                raw = [f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema else []
+                raw = [f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema is not None else []
                 mean_loss = running.item() / running_steps
                 running.zero_()
                 running_steps = 0
