@@ -18,10 +18,12 @@ LOGS = ROOT / "results" / "training_logs"
 # (runs/mirror11/<id>) and of FSRCNN x4 (runs/mirror12/<id>; its x2 run was not shipped, log in results/controls),
 # then of both x3 models (runs/mirror13/<id>), then of FSRCNN-s x3 and x4 again (runs/mirror14/<id>),
 # then of FSRCNN x3 and FSRCNN-s x4 again (runs/mirror17/<id>), then of both x3 models once more (runs/mirror18/<id>;
-# its FSRCNN-s x3 weights shipped a session later, under QAT recipe 8).
+# its FSRCNN-s x3 weights shipped a session later, under QAT recipe 8), then both x2 models transferred again from
+# those x3 bodies (runs/xfer25/<id>: the deconvolution alone, then runs/xfer25a/<id>: all layers).
 # Phases not listed (a user's own runs) chain on after these.
 PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7", "align9", "mirror10",
-          "mirror11", "mirror12", "mirror13", "mirror14", "mirror17", "mirror18"]
+          "mirror11", "mirror12", "mirror13", "mirror14", "mirror17", "mirror18",
+          "xfer25", "xfer25a"]
 
 
 def phases() -> list[str]:
