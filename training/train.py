@@ -70,9 +70,10 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str | None = __doc__):
+    """A flag per field of the dataclass `config_type` (--lr-patch for lr_patch), its default the field's."""
+    defaults = config_type()
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         else:
             kind = type(value) if value is not None else str
             p.add_argument(flag, type=kind, default=value)
-    return TrainConfig(**vars(p.parse_args(argv)))
+    return config_type(**vars(p.parse_args(argv)))
 
 
 def schedule_progress(cfg: TrainConfig, step: int, seconds: float) -> float:

@@ -1,0 +1,48 @@
+import csv
+import json
+import subprocess
+
+import torch
+
+from conftest import PYTHON, ROOT
+from training import train_joint
+from training.model import FSRCNN, load_weights, preset, save_weights
+
+
+def test_a_joint_run_trains_one_body_under_three_heads_and_saves_each_scale(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    save_weights(FSRCNN(preset("fsrcnn-s", 3, 3)), tmp_path / "start" / "fsrcnn-s_x3.pt")
+    cfg = train_joint.parse_args([
+        "--model", "fsrcnn-s", "--init-from", str(tmp_path / "start" / "fsrcnn-s_x3.pt"), "--data-dir", str(tiny_dataset),
+        "--iters", "40", "--eval-every", "20", "--batch", "4", "--lr", "2e-3", "--run-dir", str(tmp_path / "runs"),
+        "--out-dir", str(tmp_path / "weights"), "--threads", "1"], train_joint.JointConfig)
+    best = train_joint.train_joint(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_joint" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [20, 40]
+    assert all(float(rows[-1][f"loss_x{s}"]) < float(rows[0][f"loss_x{s}"]) for s in (2, 3, 4))
+    models = {s: load_weights(tmp_path / "weights" / f"fsrcnn-s_x{s}.pt", expect_scale=s) for s in (2, 3, 4)}
+    steps = {s: json.load(open(tmp_path / "weights" / f"fsrcnn-s_x{s}.json"))["step"] for s in (2, 3, 4)}
+    assert set(best) == {2, 3, 4} and models[2].config.deconv_pad == 4 and models[3].config.deconv_pad == 3
+    assert steps[2] == steps[4] == 40  # fresh heads still improving; saved at the same validation: the same body
+    assert all(torch.equal(a, b) for a, b in zip(models[2].body.parameters(), models[4].body.parameters()))
+
+
+def test_heads_come_from_the_heads_folder_and_the_body_from_init_from(tmp_path):
+    torch.manual_seed(1)
+    body_source, x2_head = FSRCNN(preset("fsrcnn-s", 3, 3)), FSRCNN(preset("fsrcnn-s", 2, 4))
+    save_weights(body_source, tmp_path / "fsrcnn-s_x3.pt")
+    save_weights(x2_head, tmp_path / "heads" / "fsrcnn-s_x2.pt")
+    cfg = train_joint.JointConfig(model="fsrcnn-s", init_from=str(tmp_path / "fsrcnn-s_x3.pt"), heads_from=str(tmp_path / "heads"))
+    models = train_joint.build_models(cfg)
+    assert models[2].body is models[3].body is models[4].body
+    assert torch.equal(models[3].body[0].weight, body_source.body[0].weight)
+    assert torch.equal(models[2].deconv.weight, x2_head.deconv.weight)
+    assert torch.equal(models[3].deconv.weight, body_source.deconv.weight)
+    assert models[4].deconv.weight.std() < 0.01  # no x4 head anywhere: the paper's fresh N(0, 0.001)
+
+
+def test_a_joint_run_without_a_starting_checkpoint_exits_with_one_clear_line(tiny_dataset):
+    run = subprocess.run([PYTHON, "-m", "training.train_joint", "--data-dir", str(tiny_dataset)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == "edge-sr train_joint: error: --init-from is required: the checkpoint whose body the three heads share"

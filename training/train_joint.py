@@ -1,0 +1,157 @@
+"""One FSRCNN body trained for x2, x3 and x4 at once: three deconvolution heads on a shared body.
+
+    python -m training.train_joint --model fsrcnn --init-from training/weights/fsrcnn_x3.pt \\
+        --heads-from runs/xfer25_best --minutes 80 --run-dir runs/joint26 --out-dir runs/joint26_best
+
+The paper's transfer (an x3 body, a new deconvolution) says the body is nearly scale-free. Here each
+step draws a batch at every scale and descends the sum of the three log-MSEs, which is minus the sum
+of the three PSNRs (over 10/ln 10): each scale weighs by how far it can still move in dB, not by the
+size of its error. Each scale's best-by-validation weights are written as an ordinary
+--out-dir/<id>.pt (+ .json): the shared body and that scale's head, usable as any other checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from edge_runtime.files import sha256
+from edge_runtime.metrics import load_eval_set
+from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
+from training.model import SCALES, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
+from training.train import LR_PATCH, cosine_lr, parse_args, schedule_progress, validate
+
+
+@dataclass
+class JointConfig:
+    model: str = "fsrcnn"
+    init_from: str = ""  # the checkpoint whose body (and, at its own scale, head) training starts from
+    # A folder of <id>.pt checkpoints: each scale's head is copied from its file there when there is one,
+    # else from --init-from at its own scale, else initialised as the paper (N(0, 0.001)).
+    heads_from: str | None = None
+    data_dir: str | None = None
+    train_sets: list[str] = field(default_factory=lambda: ["T91"])
+    val_set: str = "Set5"
+    transpose: bool = True  # mirror images as well as rotations (train.TrainConfig.transpose)
+    iters: int = 100_000
+    minutes: float = 0.0  # wall-clock budget; 0: none. The schedule ends at iters or here, first
+    batch: int = 64  # patches per scale per step
+    lr: float = 2e-4
+    deconv_lr_mult: float = 0.1
+    min_lr_ratio: float = 0.01
+    eval_every: int = 1000
+    run_dir: str = "runs"
+    out_dir: str = "training/weights"
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+
+
+def build_models(cfg: JointConfig) -> dict[int, FSRCNN]:
+    """{scale: FSRCNN}, every one holding the same body module."""
+    if not cfg.init_from:
+        raise ValueError("--init-from is required: the checkpoint whose body the three heads share")
+    source = load_weights(cfg.init_from)
+    models = {}
+    for scale in SCALES:
+        head_file = Path(cfg.heads_from) / f"{model_id(cfg.model, scale)}.pt" if cfg.heads_from else None
+        head = load_weights(head_file, expect_scale=scale) if head_file and head_file.is_file() else None
+        if head is None and source.config.scale == scale:
+            head = source
+        model = FSRCNN(preset(cfg.model, scale, head.config.deconv_pad if head else TRAIN_PAD[scale]))
+        for other in (source, head):
+            if other is not None and (other.config.d, other.config.s, other.config.m) != (model.config.d, model.config.s, model.config.m):
+                raise CheckpointError(f"{cfg.init_from if other is source else head_file}: {other.config} is not {cfg.model}")
+        if head is not None:
+            model.deconv.load_state_dict(head.deconv.state_dict())
+        model.body = source.body
+        model.subpixel_head = True  # the same function, faster to train on CPU
+        models[scale] = model.train()
+    return models
+
+
+def train_joint(cfg: JointConfig) -> dict[int, float]:
+    """Train; returns each scale's best validation PSNR."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    preset(cfg.model, 3)  # reject a bad model name before loading any data
+    models = build_models(cfg)
+    data_dir = resolve_data_dir(cfg.data_dir)
+    folders = [set_folder(data_dir, name) for name in cfg.train_sets]
+    val_folder = set_folder(data_dir, cfg.val_set)
+    samplers = {s: PatchSampler(folders, s, LR_PATCH[s], seed=cfg.seed + s, transpose=cfg.transpose) for s in SCALES}
+    val_pairs = {s: load_eval_set(val_folder, s) for s in SCALES}
+
+    body = models[3].body
+    optimizer = torch.optim.Adam([{"params": list(body.parameters()), "lr_mult": 1.0}]
+                                 + [{"params": list(m.deconv.parameters()), "lr_mult": cfg.deconv_lr_mult}
+                                    for m in models.values()], lr=cfg.lr)
+    best = {s: validate(m, val_pairs[s], s) for s, m in models.items()}  # a result must beat its start
+    print(f"{cfg.model} joint: starting {cfg.val_set} " + ", ".join(f"x{s} {v:.3f}" for s, v in best.items()))
+    provenance = {"val_set": cfg.val_set, "train_sets": cfg.train_sets, "transpose": cfg.transpose,
+                  "init_from": cfg.init_from, "init_from_sha256": sha256(cfg.init_from),
+                  "heads_from": cfg.heads_from, "train_only": "all", "joint_scales": list(SCALES), "trained_on": "cpu"}
+
+    run = Path(cfg.run_dir) / f"{cfg.model}_joint"
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "log.csv", "w", newline="") as log:
+        writer = csv.writer(log)
+        writer.writerow(["step"] + [f"loss_x{s}" for s in SCALES] + [f"val_psnr_x{s}" for s in SCALES] + ["lr", "seconds"])
+        start, step, running, running_steps = time.time(), 0, torch.zeros(len(SCALES)), 0
+        bar = tqdm(total=cfg.iters, desc=f"{cfg.model} joint", unit="it", mininterval=0.5 if sys.stderr.isatty() else 60)
+        progress = 0.0
+        while progress < 1.0:
+            lr_now = cosine_lr(cfg, progress)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now * group["lr_mult"]
+            losses = []
+            for s in SCALES:
+                lr_batch, hr_batch = samplers[s].batch(cfg.batch)
+                losses.append(torch.nn.functional.mse_loss(models[s](lr_batch), hr_batch))
+            optimizer.zero_grad(set_to_none=True)
+            sum(torch.log(loss) for loss in losses).backward()
+            optimizer.step()
+            running += torch.stack([loss.detach() for loss in losses])
+            running_steps += 1
+            step += 1
+            bar.update(1)
+            progress = schedule_progress(cfg, step, time.time() - start)
+            if step % cfg.eval_every == 0 or progress >= 1.0:
+                vals = {s: validate(models[s], val_pairs[s], s) for s in SCALES}
+                writer.writerow([step] + [f"{v:.6e}" for v in (running / running_steps).tolist()]
+                                + [f"{vals[s]:.4f}" for s in SCALES] + [f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
+                log.flush()
+                running.zero_()
+                running_steps = 0
+                for s, val in vals.items():
+                    if val > best[s]:
+                        best[s] = val
+                        save_weights(models[s], Path(cfg.out_dir) / f"{model_id(cfg.model, s)}.pt",
+                                     {"step": step, "val_psnr": round(val, 4), **provenance})
+                bar.set_postfix({f"x{s}": f"{v:.3f}" for s, v in vals.items()})
+        bar.close()
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv, JointConfig, __doc__)
+    try:
+        best = train_joint(cfg)
+    except (DataError, CheckpointError, ValueError) as err:
+        print(f"edge-sr train_joint: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edge-sr train_joint: interrupted; the best weights so far are in --out-dir", file=sys.stderr)
+        return 130
+    print("best " + ", ".join(f"x{s} {v:.3f}" for s, v in best.items()) + f" dB ({cfg.val_set})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
