@@ -7,7 +7,8 @@ The paper's transfer (an x3 body, a new deconvolution) says the body is nearly s
 step draws a batch at every scale and descends the sum of the three log-MSEs, which is minus the sum
 of the three PSNRs (over 10/ln 10): each scale weighs by how far it can still move in dB, not by the
 size of its error. Each scale's best-by-validation weights are written as an ordinary
---out-dir/<id>.pt (+ .json): the shared body and that scale's head, usable as any other checkpoint.
+--out-dir/<id>.pt (+ .json): the shared body and that scale's head, usable as any other checkpoint;
+each scale's validation log is an ordinary --run-dir/<id>/log.csv.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import csv
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,11 +100,14 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
                   "init_from": cfg.init_from, "init_from_sha256": sha256(cfg.init_from),
                   "heads_from": cfg.heads_from, "train_only": "all", "joint_scales": list(SCALES), "trained_on": "cpu"}
 
-    run = Path(cfg.run_dir) / f"{cfg.model}_joint"
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / "log.csv", "w", newline="") as log:
-        writer = csv.writer(log)
-        writer.writerow(["step"] + [f"loss_x{s}" for s in SCALES] + [f"val_psnr_x{s}" for s in SCALES] + ["lr", "seconds"])
+    with ExitStack() as stack:  # one log per scale, in train.py's columns: runs/<run>/<id>/log.csv
+        writers = {}
+        for s in SCALES:
+            run = Path(cfg.run_dir) / model_id(cfg.model, s)
+            run.mkdir(parents=True, exist_ok=True)
+            log = stack.enter_context(open(run / "log.csv", "w", newline="", buffering=1))
+            writers[s] = csv.writer(log)
+            writers[s].writerow(["step", "loss", "val_psnr", "lr", "seconds"])
         start, step, running, running_steps = time.time(), 0, torch.zeros(len(SCALES)), 0
         bar = tqdm(total=cfg.iters, desc=f"{cfg.model} joint", unit="it", mininterval=0.5 if sys.stderr.isatty() else 60)
         progress = 0.0
@@ -124,9 +129,8 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
             progress = schedule_progress(cfg, step, time.time() - start)
             if step % cfg.eval_every == 0 or progress >= 1.0:
                 vals = {s: validate(models[s], val_pairs[s], s) for s in SCALES}
-                writer.writerow([step] + [f"{v:.6e}" for v in (running / running_steps).tolist()]
-                                + [f"{vals[s]:.4f}" for s in SCALES] + [f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
-                log.flush()
+                for s, mean_loss in zip(SCALES, (running / running_steps).tolist()):
+                    writers[s].writerow([step, f"{mean_loss:.6e}", f"{vals[s]:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"])
                 running.zero_()
                 running_steps = 0
                 for s, val in vals.items():
