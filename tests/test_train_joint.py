@@ -5,7 +5,7 @@ import subprocess
 import torch
 
 from conftest import PYTHON, ROOT
-from training import train_joint
+from training import train, train_joint
 from training.model import FSRCNN, load_weights, preset, save_weights
 
 
@@ -46,3 +46,9 @@ def test_a_joint_run_without_a_starting_checkpoint_exits_with_one_clear_line(tin
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip() == "edge-sr train_joint: error: --init-from is required: the checkpoint whose body the three heads share"
+
+
+def test_every_flag_defaults_to_its_config_field_and_switches_both_ways():
+    assert train.parse_args([]) == train.TrainConfig()
+    assert train_joint.parse_args([], train_joint.JointConfig) == train_joint.JointConfig()
+    assert train.parse_args(["--transpose"]).transpose and not train.parse_args(["--transpose", "--no-transpose"]).transpose

@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str 
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            p.add_argument(flag, action="store_true")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         elif isinstance(value, list):
             p.add_argument(flag, nargs="+", default=value)
         else:

@@ -40,7 +40,7 @@ class JointConfig:
     data_dir: str | None = None
     train_sets: list[str] = field(default_factory=lambda: ["T91"])
     val_set: str = "Set5"
-    transpose: bool = True  # mirror images as well as rotations (train.TrainConfig.transpose)
+    transpose: bool = False  # --transpose: mirror images as well as rotations (train.TrainConfig.transpose)
     iters: int = 100_000
     minutes: float = 0.0  # wall-clock budget; 0: none. The schedule ends at iters or here, first
     batch: int = 64  # patches per scale per step
