@@ -1,7 +1,7 @@
 """One FSRCNN body trained for x2, x3 and x4 at once: three deconvolution heads on a shared body.
 
     python -m training.train_joint --model fsrcnn --init-from training/weights/fsrcnn_x3.pt \\
-        --heads-from runs/xfer25_best --minutes 80 --run-dir runs/joint26 --out-dir runs/joint26_best
+        --heads-from runs/xfer25_best --lr 2e-4 --minutes 75 --run-dir runs/joint26 --out-dir runs/joint26_best
 
 The paper's transfer (an x3 body, a new deconvolution) says the body is nearly scale-free. Here each
 step draws a batch at every scale and descends the sum of the three log-MSEs, which is minus the sum
@@ -13,7 +13,6 @@ each scale's validation log is an ordinary --run-dir/<id>/log.csv.
 from __future__ import annotations
 
 import csv
-import math
 import sys
 import time
 from contextlib import ExitStack
