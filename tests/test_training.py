@@ -30,6 +30,21 @@ def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny
     assert model.config.d == 32
 
 
+def test_an_l1_run_descends_the_mean_absolute_error_and_records_it(tiny_dataset, tmp_path):
+    def first_step_loss(loss: str) -> float:
+        """The loss of step 1: the same initial weights and batch (same seed) for either loss."""
+        train_module.train(train_module.parse_args([
+            "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "1", "--loss", loss,
+            "--eval-every", "1", "--batch", "8", "--lr-patch", "10", "--run-dir", str(tmp_path / loss),
+            "--out-dir", str(tmp_path / loss), "--threads", "1"]))
+        assert json.load(open(tmp_path / loss / "fsrcnn-s_x2.json"))["loss"] == loss
+        return float(next(csv.DictReader(open(tmp_path / loss / "fsrcnn-s_x2" / "log.csv")))["loss"])
+
+    mse, l1 = first_step_loss("mse"), first_step_loss("l1")
+    # Errors under 1 in size: mean |e|^2 <= mean e^2 <= mean |e|, equal only if every error is 0 or 1.
+    assert l1 ** 2 < mse < l1
+
+
 def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--eval-every", "10",
               "--batch", "4", "--lr-patch", "8", "--run-dir", str(tmp_path), "--out-dir", str(tmp_path), "--threads", "1"]
@@ -186,6 +201,7 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}"], "no images"),
     (["--data-dir", "{empty}", "--model", "srgan"], "unknown model"),
     (["--data-dir", "{empty}", "--weigh", "bytes"], "--weigh must be one of"),
+    (["--data-dir", "{empty}", "--loss", "huber"], "--loss must be one of"),
 ])
 def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):
     for name in ("T91", "BSD200", "Set5"):
