@@ -61,7 +61,7 @@ class TrainConfig:
     ema: float = 0.0
     optimizer: str = "adam"
     # "mse", the paper's; or "l1", which Zhao et al. (IEEE TCI 2017) found to reach a higher PSNR than MSE
-    # itself when switched to after MSE training.
+    # itself. Here it trained the shipped FSRCNN x4 but lost to MSE on FSRCNN-s x3 (TRAINING.md, loss27).
     loss: str = "mse"
     eval_every: int = 2000
     init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
