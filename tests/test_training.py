@@ -30,19 +30,38 @@ def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny
     assert model.config.d == 32
 
 
-def test_an_l1_run_descends_the_mean_absolute_error_and_records_it(tiny_dataset, tmp_path):
-    def first_step_loss(loss: str) -> float:
-        """The loss of step 1: the same initial weights and batch (same seed) for either loss."""
-        train_module.train(train_module.parse_args([
-            "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "1", "--loss", loss,
-            "--eval-every", "1", "--batch", "8", "--lr-patch", "10", "--run-dir", str(tmp_path / loss),
-            "--out-dir", str(tmp_path / loss), "--threads", "1"]))
-        assert json.load(open(tmp_path / loss / "fsrcnn-s_x2.json"))["loss"] == loss
-        return float(next(csv.DictReader(open(tmp_path / loss / "fsrcnn-s_x2" / "log.csv")))["loss"])
+def first_step_loss(run_dir, args: list[str]) -> float:
+    """Step 1's logged loss of an fsrcnn-s x2 run on the tiny data, one thread, seed 0."""
+    train_module.train(train_module.parse_args([
+        "--model", "fsrcnn-s", "--scale", "2", "--iters", "1", "--eval-every", "1", "--batch", "8", "--lr-patch", "10",
+        "--run-dir", str(run_dir), "--out-dir", str(run_dir), "--threads", "1", *args]))
+    return float(next(csv.DictReader(open(run_dir / "fsrcnn-s_x2" / "log.csv")))["loss"])
 
-    mse, l1 = first_step_loss("mse"), first_step_loss("l1")
+
+def test_an_l1_run_descends_the_mean_absolute_error_and_records_it(tiny_dataset, tmp_path):
+    # The same initial weights and batch (same seed) for either loss.
+    mse, l1 = (first_step_loss(tmp_path / loss, ["--data-dir", str(tiny_dataset), "--loss", loss]) for loss in ("mse", "l1"))
+    assert json.load(open(tmp_path / "l1" / "fsrcnn-s_x2.json"))["loss"] == "l1"
     # Errors under 1 in size: mean |e|^2 <= mean e^2 <= mean |e|, equal only if every error is 0 or 1.
     assert l1 ** 2 < mse < l1
+
+
+def test_a_student_distilled_from_its_own_weights_weighs_the_hr_loss_by_one_minus_the_teacher_weight(tiny_dataset, tmp_path):
+    teacher = tmp_path / "teacher" / "fsrcnn-s_x2.pt"
+    save_weights(FSRCNN(preset("fsrcnn-s", 2)), teacher)
+    common = ["--data-dir", str(tiny_dataset), "--init-from", str(teacher)]
+    plain = first_step_loss(tmp_path / "plain", common)
+    half = first_step_loss(tmp_path / "half", common + ["--teacher", str(teacher), "--teacher-weight", "0.5"])
+    only_teacher = first_step_loss(tmp_path / "only", common + ["--teacher", str(teacher), "--teacher-weight", "1"])
+    assert plain > 0 and half == pytest.approx(plain / 2, rel=1e-5) and only_teacher == 0.0
+
+
+def test_a_distilled_checkpoint_records_its_teacher(tiny_dataset, tmp_path):
+    teacher = tmp_path / "teacher" / "fsrcnn_x2.pt"
+    save_weights(FSRCNN(preset("fsrcnn", 2)), teacher)
+    first_step_loss(tmp_path, ["--data-dir", str(tiny_dataset), "--teacher", str(teacher), "--teacher-weight", "0.3"])
+    meta = json.load(open(tmp_path / "fsrcnn-s_x2.json"))
+    assert (meta["teacher"], meta["teacher_sha256"], meta["teacher_weight"]) == (str(teacher), sha256(teacher), 0.3)
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
@@ -202,6 +221,8 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--model", "srgan"], "unknown model"),
     (["--data-dir", "{empty}", "--weigh", "bytes"], "--weigh must be one of"),
     (["--data-dir", "{empty}", "--loss", "huber"], "--loss must be one of"),
+    (["--data-dir", "{empty}", "--teacher-weight", "0"], "--teacher-weight must be in (0, 1]"),
+    (["--data-dir", "{empty}", "--scale", "2", "--teacher", "training/weights/fsrcnn_x3.pt"], "trained for x3, asked for x2"),
 ])
 def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):
     for name in ("T91", "BSD200", "Set5"):

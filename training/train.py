@@ -61,8 +61,13 @@ class TrainConfig:
     ema: float = 0.0
     optimizer: str = "adam"
     # "mse", the paper's; or "l1", which Zhao et al. (IEEE TCI 2017) found to reach a higher PSNR than MSE
-    # itself. Here it trained the shipped FSRCNN x4 but lost to MSE on FSRCNN-s x3 (TRAINING.md, loss27).
+    # itself. Here it lost to MSE twins on FSRCNN-s x3 and FSRCNN x4 (TRAINING.md, loss27, twin27); the shipped
+    # FSRCNN x4 was fine-tuned with it.
     loss: str = "mse"
+    # Distillation: a larger trained model of the same scale (FSRCNN for FSRCNN-s) whose output on each
+    # patch is a second target, weighted by teacher_weight: loss = (1 - w) * loss(HR) + w * loss(teacher).
+    teacher: str | None = None
+    teacher_weight: float = 0.5
     eval_every: int = 2000
     init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
     # model.FSRCNNConfig.deconv_pad. 0: the --init-from checkpoint's at this scale, else model.TRAIN_PAD
@@ -156,6 +161,15 @@ def build_model(cfg: TrainConfig) -> FSRCNN:
     return model
 
 
+def load_teacher(cfg: TrainConfig, device: torch.device) -> FSRCNN | None:
+    """The frozen --teacher in its fast training form, or None; its scale must be the student's."""
+    if cfg.teacher is None:
+        return None
+    teacher = load_weights(cfg.teacher, expect_scale=cfg.scale).to(device).requires_grad_(False)
+    teacher.subpixel_head = True
+    return teacher
+
+
 def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
     groups = [{"params": list(model.deconv.parameters()), "lr_mult": cfg.deconv_lr_mult}]
     body = [p for p in model.body.parameters() if p.requires_grad]
@@ -185,6 +199,8 @@ def train(cfg: TrainConfig) -> float:
         raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
     if cfg.loss not in LOSSES:
         raise ValueError(f"--loss must be one of {sorted(LOSSES)}, not {cfg.loss!r}")
+    if not 0.0 < cfg.teacher_weight <= 1.0:
+        raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
     distributed = under_torchrun()
@@ -197,6 +213,8 @@ def train(cfg: TrainConfig) -> float:
         torch.set_num_threads(cfg.threads)
     torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels
     torch.backends.cudnn.allow_tf32 = False  # full FP32, as on CPU: a 37 dB model is fine-grained
+    teacher = load_teacher(cfg, device)  # before seeding: its construction must not shift the student's init
+    teacher_digest = sha256(cfg.teacher) if teacher is not None else None
     torch.manual_seed(cfg.seed)
     is_main = rank == 0
 
@@ -251,7 +269,12 @@ def train(cfg: TrainConfig) -> float:
             for group in optimizer.param_groups:
                 group["lr"] = lr_now * group["lr_mult"]
             lr_batch, hr_batch = sampler.batch(cfg.batch)
-            loss = LOSSES[cfg.loss](net(lr_batch), hr_batch)
+            sr_batch = net(lr_batch)
+            loss = LOSSES[cfg.loss](sr_batch, hr_batch)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(lr_batch)
+                loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * LOSSES[cfg.loss](sr_batch, taught)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -274,7 +297,9 @@ def train(cfg: TrainConfig) -> float:
                     best = val
                     save_weights(scored, Path(cfg.out_dir) / f"{ident}.pt",
                                  {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "loss": cfg.loss, "init_from": cfg.init_from, "init_from_sha256": init_digest,
+                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "loss": cfg.loss,
+                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight} if teacher is not None else {}),
+                                  "init_from": cfg.init_from, "init_from_sha256": init_digest,
                                   "train_only": cfg.train_only,
                                   "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
                 save_resume_point(run, model, ema, optimizer, step, best, time.time() - start)
