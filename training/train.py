@@ -61,7 +61,7 @@ class TrainConfig:
     ema: float = 0.0
     optimizer: str = "adam"
     # "mse", the paper's; or "l1", which Zhao et al. (IEEE TCI 2017) found to reach a higher PSNR than MSE
-    # itself. Here it lost to MSE twins on FSRCNN-s x3 and FSRCNN x4 (TRAINING.md, loss27, twin27); the shipped
+    # itself. Here it ended under its MSE twins on FSRCNN-s x3 and FSRCNN x4 (TRAINING.md, loss27, twin27); the shipped
     # FSRCNN x4 was fine-tuned with it.
     loss: str = "mse"
     # Distillation: a larger trained model of the same scale (FSRCNN for FSRCNN-s) whose output on each
