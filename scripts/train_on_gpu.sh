@@ -7,7 +7,8 @@
 #
 # BATCH, LR, EVAL_EVERY and TRAIN_SETS (space-separated, default "T91 BSD200") set the run, and TRAIN_ARGS
 # passes more flags to every training.train (e.g. TRAIN_ARGS=--transpose);
-# MPS=0 keeps the CUDA MPS daemon off.
+# TEACH=1 distils each FSRCNN-s from the FSRCNN of its scale as it stands when the run starts (train --teacher,
+# weight TEACHER_WEIGHT, default 0.5; kd28 in TRAINING.md). MPS=0 keeps the CUDA MPS daemon off.
 # RUN names the run folder (runs/$RUN/<id>/log.csv); scripts/plot_curves.py chains gpu1, gpu2, ... in order.
 # Every 45 s, and at the end, the new weights, the run folders (for --resume) and the logs are packed
 # into $OUT/gpu_run.tgz (written to a temp name, then renamed), so a cut-off run still returns them.
@@ -50,9 +51,11 @@ pack() {
 for model in fsrcnn fsrcnn-s; do
   for scale in 2 3 4; do
     id=${model}_x${scale}
+    teach=()
+    [ "${TEACH:-0}" = 1 ] && [ "$model" = fsrcnn-s ] && teach=(--teacher "training/weights/fsrcnn_x$scale.pt" --teacher-weight "${TEACHER_WEIGHT:-0.5}")
     "$PY" -m training.train --model "$model" --scale "$scale" --init-from "training/weights/$id.pt" \
       --minutes "$MINUTES" --iters 100000000 --batch "$BATCH" --lr "$LR" --eval-every "${EVAL_EVERY:-1000}" \
-      --train-sets "${TRAIN_SETS[@]}" --run-dir "runs/$RUN" ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"} >"logs/gpu_$id.log" 2>&1 &
+      --train-sets "${TRAIN_SETS[@]}" --run-dir "runs/$RUN" ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"} ${teach[@]+"${teach[@]}"} >"logs/gpu_$id.log" 2>&1 &
   done
 done
 while sleep 45; jobs -r | grep -q .; do
