@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from training.model import (
-    PRESETS, RELU_FORMS, SCALES, CheckpointError, FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel, load_weights, relu_layers,
+    PRESETS, RELU_FORMS, SCALES, CheckpointError, FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel, dihedral_mean, load_weights,
+    relu_layers,
     macs_per_lr_pixel, preset, repad_deconv, save_weights, subpixel_kernel_size,
 )
 
@@ -73,6 +74,20 @@ def test_subpixel_training_path_gives_the_deconvolution_the_same_gradients():
     model.zero_grad()
     model.forward_subpixel(x).square().sum().backward()
     assert torch.allclose(model.deconv.weight.grad, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_the_self_ensemble_commutes_with_every_turn_and_mirror_though_the_model_does_not(scale):
+    model = random_model("fsrcnn-s", scale)
+    x = torch.rand(1, 1, 9, 13)
+    symmetries = [lambda t, k=k, m=m: torch.rot90(t.transpose(-2, -1) if m else t, k, (-2, -1))
+                  for k in range(4) for m in (False, True)]
+    with torch.no_grad():
+        ensemble = dihedral_mean(model, x)
+        assert ensemble.shape == model(x).shape
+        for g in symmetries:
+            assert torch.allclose(dihedral_mean(model, g(x)), g(ensemble), atol=1e-6)
+        assert not torch.allclose(model(symmetries[1](x)), symmetries[1](model(x)), atol=1e-4)
 
 
 def test_subpixel_kernel_is_5x5_for_x2_x3_and_3x3_for_x4():

@@ -62,6 +62,24 @@ def test_a_distilled_checkpoint_records_its_teacher(tiny_dataset, tmp_path):
     first_step_loss(tmp_path, ["--data-dir", str(tiny_dataset), "--teacher", str(teacher), "--teacher-weight", "0.3"])
     meta = json.load(open(tmp_path / "fsrcnn-s_x2.json"))
     assert (meta["teacher"], meta["teacher_sha256"], meta["teacher_weight"]) == (str(teacher), sha256(teacher), 0.3)
+    assert meta["teacher_ensemble"] is False
+
+
+def test_a_teachers_ensemble_computed_once_gives_the_per_step_teachers_loss_when_the_teacher_is_symmetric(tiny_dataset, tmp_path):
+    # A teacher with every weight zero outputs its bias everywhere: it is its own self-ensemble, so both paths
+    # (teacher run on each patch; ensemble computed once on whole images, then cut) must log the same loss.
+    teacher = FSRCNN(preset("fsrcnn", 2))
+    for name, weight in teacher.named_parameters():
+        if not name.endswith("bias"):
+            torch.nn.init.zeros_(weight)
+    torch.nn.init.constant_(teacher.deconv.bias, 0.4)
+    save_weights(teacher, tmp_path / "teacher" / "fsrcnn_x2.pt")
+    common = ["--data-dir", str(tiny_dataset), "--teacher", str(tmp_path / "teacher" / "fsrcnn_x2.pt")]
+    plain = first_step_loss(tmp_path / "plain", ["--data-dir", str(tiny_dataset)])
+    per_step = first_step_loss(tmp_path / "step", common)
+    once = first_step_loss(tmp_path / "once", common + ["--teacher-ensemble"])
+    assert once == pytest.approx(per_step, rel=1e-5) and abs(once - plain) > 0.01 * plain
+    assert json.load(open(tmp_path / "once" / "fsrcnn-s_x2.json"))["teacher_ensemble"] is True
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
@@ -127,6 +145,15 @@ def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_datas
     rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv")))
     assert len(rows) == 1 and float(rows[0]["lr"]) == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.05)
     assert (tmp_path / "weights" / "fsrcnn-s_x2.pt").is_file()
+
+
+def test_taught_patches_are_cut_from_the_teachers_whole_image_output_where_the_hr_patch_is(tiny_dataset):
+    sampler = PatchSampler([tiny_dataset / "T91"], scale=2, lr_patch=6, progress=False, transpose=True)
+    def nearest(lr):  # an upscaler equivariant to the 8 symmetries, as teach() requires
+        return lr.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    sampler.teach(nearest, progress=False)
+    lr, hr, taught = sampler.taught_batch(200)
+    assert taught.shape == hr.shape and torch.equal(taught, nearest(lr))
 
 
 def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_dataset):
@@ -222,6 +249,7 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--weigh", "bytes"], "--weigh must be one of"),
     (["--data-dir", "{empty}", "--loss", "huber"], "--loss must be one of"),
     (["--data-dir", "{empty}", "--teacher-weight", "0"], "--teacher-weight must be in (0, 1]"),
+    (["--data-dir", "{empty}", "--teacher-ensemble"], "--teacher-ensemble needs --teacher"),
     (["--data-dir", "{empty}", "--scale", "2", "--teacher", "training/weights/fsrcnn_x3.pt"], "trained for x3, asked for x2"),
 ])
 def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):

@@ -91,8 +91,29 @@ class PatchSampler:
     def _rand(self, n: int) -> torch.Tensor:
         return torch.rand(n, generator=self.generator, device=self.device, dtype=torch.float64)
 
+    def teach(self, upscale, progress: bool = True) -> None:
+        """Store upscale(LR image) of every stored LR image, (1, 1, h, w) -> (1, 1, h*scale, w*scale) in 0..1, as a
+        third patch source for taught_batch. Computed once on whole images: a costly teacher (a self-ensemble)
+        costs one pass over the data instead of one per step. Patches are turned by the same gather as the
+        HR side, so `upscale` must be equivariant to the 8 symmetries of the square (model.dihedral_mean is)."""
+        taught = torch.empty(self.hr_pixels.shape, dtype=torch.float32, device=self.device)
+        s = self.scale
+        with torch.no_grad():
+            for i in tqdm(range(self.count), desc=f"teaching x{s}", disable=not progress, unit="img"):
+                h, w, start = int(self.lr_h[i]), int(self.lr_w[i]), int(self.lr_start[i])
+                lr = self.lr_pixels[start:start + h * w].view(1, 1, h, w).float().div_(255.0)
+                taught[start * s * s:(start + h * w) * s * s] = upscale(lr).reshape(-1)
+        self.taught_pixels = taught
+
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(LR, HR) float32 in 0..1, shapes (size, 1, p, p) and (size, 1, p*scale, p*scale), on `device`."""
+        return self._draw(size, taught=False)[:2]
+
+    def taught_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(LR, HR, the stored teacher output at the HR patch's place): teach() first."""
+        return self._draw(size, taught=True)
+
+    def _draw(self, size: int, taught: bool):
         p, s = self.lr_patch, self.scale
         k = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
         y = (self._rand(size) * (self.lr_h[k] - p + 1)).long()
@@ -100,7 +121,10 @@ class PatchSampler:
         poses = (self._rand(size) * self.poses).long()
         lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p, poses)
         hr = self._cut(self.hr_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, poses)
-        return lr.float().div_(255.0).unsqueeze(1), hr.float().div_(255.0).unsqueeze(1)
+        out = lr.float().div_(255.0).unsqueeze(1), hr.float().div_(255.0).unsqueeze(1)
+        if taught:
+            out += (self._cut(self.taught_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, poses).unsqueeze(1),)
+        return out
 
     def _cut(self, pixels, start, width, y, x, side: int, poses) -> torch.Tensor:
         """Patches of side `side` at (y, x), each read as np.rot90(patch, pose) for pose 0..3 and

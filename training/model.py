@@ -115,6 +115,20 @@ class FSRCNN(nn.Module):
         return F.pixel_shuffle(F.conv2d(self.body(x), w, b, padding=w.shape[-1] // 2), self.config.scale)
 
 
+def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The mean of `model`'s outputs over the 8 symmetries of the square (turn or mirror the input, undo it on the
+    output): a self-ensemble, about +0.17 dB on Set5 for the shipped FSRCNN at 8x the work. The mean over the whole
+    group is equivariant to it, so a turned patch of its output is its output on the turned input."""
+    def posed(t: torch.Tensor, pose: int) -> torch.Tensor:  # np.rot90(t, pose), of the transpose for poses 4..7
+        return torch.rot90(t.transpose(-2, -1) if pose >= 4 else t, pose % 4, (-2, -1))
+
+    def unposed(t: torch.Tensor, pose: int) -> torch.Tensor:
+        t = torch.rot90(t, -(pose % 4), (-2, -1))
+        return t.transpose(-2, -1) if pose >= 4 else t
+
+    return sum(unposed(model(posed(x, pose)), pose) for pose in range(8)) / 8
+
+
 def repad_deconv(weight: torch.Tensor, from_pad: int, to_pad: int) -> torch.Tensor:
     """A 9x9 deconvolution kernel moved from padding `from_pad` to `to_pad`: the same function but for
     the row and column of taps shifted out (the new edge taps start at zero)."""

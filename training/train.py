@@ -27,7 +27,7 @@ from tqdm import tqdm
 from edge_runtime.files import sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, repad_deconv, save_weights
+from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset, repad_deconv, save_weights
 
 LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss}
 
@@ -68,6 +68,9 @@ class TrainConfig:
     # patch is a second target, weighted by teacher_weight: loss = (1 - w) * loss(HR) + w * loss(teacher).
     teacher: str | None = None
     teacher_weight: float = 0.5
+    # Teach with the teacher's self-ensemble (model.dihedral_mean: +0.17 dB on Set5 for FSRCNN), computed once on
+    # the whole training images rather than per patch; so a model can also be taught by its own ensemble.
+    teacher_ensemble: bool = False
     eval_every: int = 2000
     init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
     # model.FSRCNNConfig.deconv_pad. 0: the --init-from checkpoint's at this scale, else model.TRAIN_PAD
@@ -201,6 +204,8 @@ def train(cfg: TrainConfig) -> float:
         raise ValueError(f"--loss must be one of {sorted(LOSSES)}, not {cfg.loss!r}")
     if not 0.0 < cfg.teacher_weight <= 1.0:
         raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
+    if cfg.teacher_ensemble and cfg.teacher is None:
+        raise ValueError("--teacher-ensemble needs --teacher MODEL.pt")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
     distributed = under_torchrun()
@@ -223,6 +228,8 @@ def train(cfg: TrainConfig) -> float:
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
                            progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose)
+    if cfg.teacher_ensemble:
+        sampler.teach(lambda lr: dihedral_mean(teacher, lr), progress=is_main)
 
     ident = model_id(cfg.model, cfg.scale)
     run = Path(cfg.run_dir) / ident
@@ -268,12 +275,16 @@ def train(cfg: TrainConfig) -> float:
             lr_now = cosine_lr(cfg, progress)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now * group["lr_mult"]
-            lr_batch, hr_batch = sampler.batch(cfg.batch)
+            if cfg.teacher_ensemble:
+                lr_batch, hr_batch, taught = sampler.taught_batch(cfg.batch)
+            else:
+                lr_batch, hr_batch = sampler.batch(cfg.batch)
             sr_batch = net(lr_batch)
             loss = LOSSES[cfg.loss](sr_batch, hr_batch)
             if teacher is not None:
-                with torch.no_grad():
-                    taught = teacher(lr_batch)
+                if not cfg.teacher_ensemble:
+                    with torch.no_grad():
+                        taught = teacher(lr_batch)
                 loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * LOSSES[cfg.loss](sr_batch, taught)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -298,7 +309,8 @@ def train(cfg: TrainConfig) -> float:
                     save_weights(scored, Path(cfg.out_dir) / f"{ident}.pt",
                                  {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
                                   "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "loss": cfg.loss,
-                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight} if teacher is not None else {}),
+                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
+                                     "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
                                   "init_from": cfg.init_from, "init_from_sha256": init_digest,
                                   "train_only": cfg.train_only,
                                   "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
