@@ -3,8 +3,7 @@ import torch
 
 from training.model import (
     PRESETS, RELU_FORMS, SCALES, CheckpointError, FSRCNN, FSRCNNReLUForm, FSRCNNSubpixel, dihedral_mean, load_weights,
-    relu_layers,
-    macs_per_lr_pixel, preset, repad_deconv, save_weights, subpixel_kernel_size,
+    relu_layers, macs_per_lr_pixel, preset, repad_deconv, save_weights, subpixel_kernel_size,
 )
 
 # (scale, deconvolution padding): the default 4 at every scale, and 3, which centres the x3 head
