@@ -5,8 +5,8 @@ pipeline), 2 threads, with OpenCV dnn_superres and bicubic run in the same proce
 
 Every worker first upscales one untimed frame of the stream's size. Every contender runs `--repeats` times, the
 rounds interleaved so that drift on the machine touches all of them alike; fps is the median run, and every run's
-fps is kept. Set5 PSNR is that of the uint8 frames each contender streams (`upscale`), not of its float output. Writes results/stream_targets.json (the
-README table comes from it).
+fps is kept. Set5 PSNR is that of the uint8 frames each contender streams (`upscale`), not of its float output.
+Writes results/stream_targets.json (the README table comes from it).
 """
 from __future__ import annotations
 
