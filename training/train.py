@@ -279,12 +279,13 @@ def train(cfg: TrainConfig) -> float:
                 lr_batch, hr_batch, taught = sampler.taught_batch(cfg.batch)
             else:
                 lr_batch, hr_batch = sampler.batch(cfg.batch)
-            sr_batch = net(lr_batch)
-            loss = LOSSES[cfg.loss](sr_batch, hr_batch)
-            if teacher is not None:
-                if not cfg.teacher_ensemble:
+                taught = None
+                if teacher is not None:
                     with torch.no_grad():
                         taught = teacher(lr_batch)
+            sr_batch = net(lr_batch)
+            loss = LOSSES[cfg.loss](sr_batch, hr_batch)
+            if taught is not None:
                 loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * LOSSES[cfg.loss](sr_batch, taught)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
