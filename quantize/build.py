@@ -7,6 +7,7 @@ Per model: FP32 ONNX and TFLite from the checkpoint; a quantization-aware fine-t
 (cached in training/weights/<id>_qat.pt, keyed by the checkpoint's sha256) for the INT8 ONNX
 (ONNX Runtime static QDQ) and the full-integer INT8 TFLite; every artifact scored on Set5 and
 Set14 through its real runtime; a model card beside each; results/quantize.json for the README.
+A build with another --out-dir writes only there: its QAT copies and quantize.json too.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ QAT_RECIPE = 8
 # trained on T91 + BSD200: FSRCNN-s x2 36.079 / 36.079 over two seeds against 36.046 / 36.056; FSRCNN x2 did
 # better on HR either way, 36.735 against 36.728.)
 QAT_TARGET = "hr"
+RESULTS = Path("results/quantize.json")
 
 
 class BuildError(Exception):
@@ -67,18 +69,20 @@ class BuildError(Exception):
 
 
 def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, patches: np.ndarray,
-                iters: int, target: str, train_sets: list[str], transpose: bool) -> tuple[FSRCNN, list[torch.Tensor]]:
-    """The quantization-aware copy and its channel gains, reused while made from this very checkpoint
-    by this recipe."""
-    path = checkpoint.with_name(f"{ident}_qat.pt")
-    meta_path = path.with_suffix(".json")
+                iters: int, target: str, train_sets: list[str], transpose: bool,
+                cache_dir: Path) -> tuple[FSRCNN, list[torch.Tensor]]:
+    """The quantization-aware copy and its channel gains: reused from cache_dir or beside the checkpoint while
+    made from this very checkpoint by this recipe, else fine-tuned and saved in cache_dir."""
+    path = cache_dir / f"{ident}_qat.pt"
     digest = sha256(checkpoint)
-    if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE \
-                and meta.get("qat_target") == target and meta.get("qat_sets") == train_sets \
-                and meta.get("qat_transpose", False) == transpose:
-            return load_weights(path), [torch.tensor(gains) for gains in meta["balance"]]
+    for cached in dict.fromkeys((path, checkpoint.with_name(path.name))):
+        meta_path = cached.with_suffix(".json")
+        if cached.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE \
+                    and meta.get("qat_target") == target and meta.get("qat_sets") == train_sets \
+                    and meta.get("qat_transpose", False) == transpose:
+                return load_weights(cached), [torch.tensor(gains) for gains in meta["balance"]]
     tuned, sim_psnr, balance = quant_aware_finetune(model, data_dir, patches, iters=iters, target=target,
                                                    train_sets=tuple(train_sets), transpose=transpose, desc=f"{ident} QAT")
     save_weights(tuned, path, {"qat_from": checkpoint.name, "qat_from_sha256": digest, "qat_iters": iters,
@@ -95,6 +99,12 @@ def score(path: Path, pairs: dict, scale: int) -> dict:
         scores = evaluate_set(upscaler.run, set_pairs, scale)
         result[name] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4)}
     return result
+
+
+def shipping(out_dir: Path) -> bool:
+    """A build into the runtime's models folder ships: its QAT copies go beside the checkpoints and its results
+    to results/quantize.json (the README's). Any other --out-dir keeps all it writes inside itself."""
+    return out_dir.resolve() == MODELS_DIR.resolve()
 
 
 def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], qat_iters: int,
@@ -115,7 +125,8 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         target = QAT_TARGET
         trained = json.loads(checkpoint.with_suffix(".json").read_text())  # QAT on the checkpoint's own data
         train_sets, transpose = trained.get("train_sets", list(CALIBRATION_SETS)), trained.get("transpose", False)
-        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets, transpose)
+        tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets, transpose,
+                                     weights_dir if shipping(out_dir) else out_dir)
         ceilings = QuantSim(tuned, torch.from_numpy(patches), balance).ceilings()
         bar.update(1)
         made = {}
@@ -180,10 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--data-dir", help="calibration (T91, BSD200) and evaluation (Set5, Set14) sets; default $EDGE_SR_DATA")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where the checkpoints are")
-    p.add_argument("--out-dir", type=Path, default=MODELS_DIR)
-    p.add_argument("--qat-iters", type=int, default=4000)
-    p.add_argument("--results", type=Path, default=Path("results/quantize.json"))
+    p.add_argument("--out-dir", type=Path, default=MODELS_DIR,
+                   help="where the artifacts go (default: the runtime's models folder, which ships them); any other "
+                        "folder also gets the QAT copies and the results JSON, so nothing shipped changes")
+    p.add_argument("--qat-iters", type=int, default=4000, help="quantization-aware fine-tuning steps (default: 4000)")
+    p.add_argument("--results", type=Path,
+                   help="merge the scores into this JSON (default: results/quantize.json when shipping, else OUT_DIR/quantize.json)")
     args = p.parse_args(argv)
+    if args.qat_iters < 1:
+        p.error(f"--qat-iters must be at least 1, not {args.qat_iters}")
+    results = args.results or (RESULTS if shipping(args.out_dir) else args.out_dir / "quantize.json")
     torch.manual_seed(0)
     try:
         data_dir = resolve_data_dir(args.data_dir)
@@ -192,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             made = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)
             summary = "  ".join(f"{k}: Set5 {v['quality']['Set5']['psnr']:.2f}" for k, v in made.items())
             print(f"{ident} ({time.time() - started:.0f}s)  {summary}")
-            record(args.results, ident, made)
+            record(results, ident, made)
     except (BuildError, DataError) as err:
         print(f"edge-sr quantize: error: {err}", file=sys.stderr)
         return 2

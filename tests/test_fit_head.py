@@ -60,3 +60,10 @@ def test_a_bad_data_folder_is_one_clear_line(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "data folder not found" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_negative_thread_count_is_refused_before_any_work(tmp_path):
+    run = subprocess.run([PYTHON, "-m", "training.fit_head", str(tmp_path / "any.pt"), "--threads", "-1"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "--threads must be 0 (torch's default) or more, not -1" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -449,6 +449,22 @@ def test_corrupt_checkpoint_names_the_model_and_step(tmp_path, data_dir):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_build_into_another_folder_leaves_the_shipped_qat_copy_and_results_alone(tmp_path, data_dir):
+    shipped_files = [WEIGHTS_DIR / "fsrcnn-s_x2_qat.pt", WEIGHTS_DIR / "fsrcnn-s_x2_qat.json", ROOT / "results" / "quantize.json"]
+    before = [sha256(p) for p in shipped_files]
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--formats", "onnx", "--qat-iters", "3",
+                          "--data-dir", str(data_dir), "--out-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert [sha256(p) for p in shipped_files] == before
+    assert json.loads((tmp_path / "quantize.json").read_text())["fsrcnn-s_x2"]["onnx int8"]["artifact"] == "fsrcnn-s_x2_int8.onnx"
+    assert json.loads((tmp_path / "fsrcnn-s_x2_qat.json").read_text())["qat_iters"] == 3
+
+
+def test_a_build_without_qat_steps_is_refused():
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--qat-iters", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "--qat-iters must be at least 1, not 0" in run.stderr and "Traceback" not in run.stderr
+
+
 @pytest.mark.parametrize("artifact", shipped(), ids=lambda a: a.name)
 def test_streaming_upscale_is_the_rounded_float_output(artifact):
     runner = load_upscaler(artifact.path, threads=1)

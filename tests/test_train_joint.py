@@ -2,6 +2,7 @@ import csv
 import json
 import subprocess
 
+import pytest
 import torch
 
 from conftest import PYTHON, ROOT
@@ -46,6 +47,25 @@ def test_a_joint_run_without_a_starting_checkpoint_exits_with_one_clear_line(tin
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip() == "edge-sr train_joint: error: --init-from is required: the checkpoint whose body the three heads share"
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--heads-from", "/nonexistent/heads"], "--heads-from folder not found: /nonexistent/heads"),
+    (["--iters", "0"], "--iters must be at least 1, not 0"),
+])
+def test_a_joint_run_with_a_missing_heads_folder_or_no_steps_exits_with_one_clear_line(tiny_dataset, args, line):
+    run = subprocess.run([PYTHON, "-m", "training.train_joint", "--model", "fsrcnn-s", "--data-dir", str(tiny_dataset),
+                          "--init-from", str(ROOT / "training" / "weights" / "fsrcnn-s_x3.pt"), *args],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.strip() == f"edge-sr train_joint: error: {line}"
+
+
+def test_help_explains_every_flag_with_its_default():
+    for module in ("training.train", "training.train_joint"):
+        run = subprocess.run([PYTHON, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0
+        assert "--batch BATCH" in run.stdout and "(default: 64)" in run.stdout
+        assert "--threads THREADS     torch CPU threads; 0: torch's default" in run.stdout
 
 
 def test_every_flag_defaults_to_its_config_field_and_switches_both_ways():

@@ -251,6 +251,14 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--teacher-weight", "0"], "--teacher-weight must be in (0, 1]"),
     (["--data-dir", "{empty}", "--teacher-ensemble"], "--teacher-ensemble needs --teacher"),
     (["--data-dir", "{empty}", "--scale", "2", "--teacher", "training/weights/fsrcnn_x3.pt"], "trained for x3, asked for x2"),
+    # checked before any data is read: the empty folders would otherwise fail first with "no images"
+    (["--data-dir", "{empty}", "--optimizer", "rmsprop"], "--optimizer must be one of adam, sgd"),
+    (["--data-dir", "{empty}", "--batch", "0"], "--batch must be at least 1"),
+    (["--data-dir", "{empty}", "--eval-every", "0"], "--eval-every must be at least 1"),
+    (["--data-dir", "{empty}", "--lr-patch", "-3"], "--lr-patch must be 0 (by scale) or more"),
+    (["--data-dir", "{empty}", "--threads", "-1"], "--threads must be 0"),
+    (["--data-dir", "{empty}", "--min-lr-ratio", "3"], "--min-lr-ratio must be in [0, 1]"),
+    (["--data-dir", "{empty}", "--init-from", "{empty}/missing.pt"], "checkpoint not found"),
 ])
 def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):
     for name in ("T91", "BSD200", "Set5"):

@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 < args.keep <= 1:
         p.error(f"--keep must be in (0, 1], not {args.keep}")
+    if args.threads < 0:
+        p.error(f"--threads must be 0 (torch's default) or more, not {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,67 +36,107 @@ LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss
 LR_PATCH = {2: 16, 3: 16, 4: 12}
 
 
+def option(default, help: str):
+    """A config field and the --help line of its flag (parse_args adds the default)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    model: str = "fsrcnn"
-    scale: int = 3
-    data_dir: str | None = None
-    train_sets: list[str] = field(default_factory=lambda: ["T91", "BSD200"])
-    val_set: str = "Set5"
-    # data.WEIGHS. "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%;
-    # +0.02 dB on Set5 in a CPU trial (TRAINING.md).
-    weigh: str = "pixels"
-    # Mirror images on top of the paper's 4 rotations: all 8 symmetries of the square, twice the
-    # distinct patches from T91's 91 images (the paper rotates only).
-    transpose: bool = False
-    iters: int = 100_000
-    minutes: float = 0.0  # wall-clock budget of this run; 0: none. The schedule ends at iters or here, first
-    batch: int = 64
-    lr_patch: int = 0  # 0: LR_PATCH[scale]
-    lr: float = 2e-3
-    deconv_lr_mult: float = 0.1  # the paper's smaller rate for the last layer
-    min_lr_ratio: float = 0.01  # cosine decay floor
-    # Decay of an exponential moving average of the weights (0: none). When set, the average is what is
-    # validated and saved, and the log's raw_psnr column scores the trained weights themselves.
-    ema: float = 0.0
-    optimizer: str = "adam"
-    # "mse", the paper's; or "l1", which Zhao et al. (IEEE TCI 2017) found to reach a higher PSNR than MSE
-    # itself. Here it ended under its MSE twins on FSRCNN-s x3 and FSRCNN x4 (TRAINING.md, loss27, twin27); the shipped
-    # FSRCNN x4 was fine-tuned with it.
-    loss: str = "mse"
-    # Distillation: a larger trained model of the same scale (FSRCNN for FSRCNN-s) whose output on each
-    # patch is a second target, weighted by teacher_weight: loss = (1 - w) * loss(HR) + w * loss(teacher).
-    teacher: str | None = None
-    teacher_weight: float = 0.5
-    # Teach with the teacher's self-ensemble (model.dihedral_mean: +0.17 dB on Set5 for FSRCNN), computed once on
-    # the whole training images rather than per patch; so a model can also be taught by its own ensemble.
-    teacher_ensemble: bool = False
-    eval_every: int = 2000
-    init_from: str | None = None  # transfer: copy the body (conv layers) from another scale
-    # model.FSRCNNConfig.deconv_pad. 0: the --init-from checkpoint's at this scale, else model.TRAIN_PAD
-    deconv_pad: int = 0
-    train_only: str = "all"  # "deconv": freeze everything but the deconvolution
-    run_dir: str = "runs"
-    out_dir: str = "training/weights"
-    resume: bool = False
-    seed: int = 0
-    threads: int = 0  # 0: torch's default
+    model: str = option("fsrcnn", "preset: fsrcnn (d=56, s=12, m=4) or fsrcnn-s (32, 5, 1)")
+    scale: int = option(3, "upscaling factor: 2, 3 or 4")
+    data_dir: str | None = option(None, "folder holding the image sets (default: $EDGE_SR_DATA)")
+    train_sets: list[str] = option(["T91", "BSD200"], "training image folders inside --data-dir")
+    val_set: str = option("Set5", "validation folder; its PSNR picks the checkpoint kept")
+    # "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%; +0.02 dB on Set5 in a CPU
+    # trial (TRAINING.md).
+    weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
+    # All 8 symmetries of the square: twice the distinct patches from T91's 91 images (the paper rotates only).
+    transpose: bool = option(False, "add mirror images to the paper's 4 rotations")
+    iters: int = option(100_000, "training steps; the cosine schedule spans them (or --minutes, whichever ends first)")
+    minutes: float = option(0.0, "wall-clock budget the schedule spans; 0: none")
+    batch: int = option(64, "patches per step")
+    lr_patch: int = option(0, "LR patch side; 0: " + ", ".join(f"{side} at x{s}" for s, side in LR_PATCH.items()))
+    lr: float = option(2e-3, "peak learning rate")
+    deconv_lr_mult: float = option(0.1, "the deconvolution's rate over the rest (the paper's 0.1)")
+    min_lr_ratio: float = option(0.01, "cosine decay floor, as a share of --lr")
+    ema: float = option(0.0, "decay of a moving average of the weights, validated and saved instead; 0: none "
+                             "(the log's raw_psnr scores the trained weights)")
+    optimizer: str = option("adam", "adam or sgd (momentum 0.9)")
+    # Zhao et al. (IEEE TCI 2017) found L1 reaches a higher PSNR than MSE itself. Here it ended under its MSE
+    # twins on FSRCNN-s x3 and FSRCNN x4 (TRAINING.md, loss27, twin27); the shipped FSRCNN x4 was fine-tuned with it.
+    loss: str = option("mse", "training loss: mse (the paper's) or l1")
+    # Distillation: loss = (1 - w) * loss(HR) + w * loss(teacher's output).
+    teacher: str | None = option(None, "a trained checkpoint of the same scale (e.g. FSRCNN for FSRCNN-s) "
+                                       "whose output is a second target")
+    teacher_weight: float = option(0.5, "weight w of the teacher's target, in (0, 1]")
+    # The self-ensemble (model.dihedral_mean) scores +0.17 dB on Set5 for FSRCNN; computing it once on the whole
+    # training images rather than per patch also lets a model be taught by its own ensemble.
+    teacher_ensemble: bool = option(False, "teach with the teacher's x8 self-ensemble, computed once")
+    eval_every: int = option(2000, "steps between validations (and resume points)")
+    init_from: str | None = option(None, "checkpoint to start from: its body always, its head too at the same scale")
+    deconv_pad: int = option(0, "the head's padding (model.FSRCNNConfig.deconv_pad); 0: the --init-from "
+                                "checkpoint's at this scale, else model.TRAIN_PAD")
+    train_only: str = option("all", "all, or deconv: freeze everything but the deconvolution (scale transfer)")
+    run_dir: str = option("runs", "log.csv and the resume point go to RUN_DIR/<id>/")
+    out_dir: str = option("training/weights", "the best weights by validation go to OUT_DIR/<id>.pt (+ .json)")
+    resume: bool = option(False, "continue from RUN_DIR/<id>/last.pt")
+    seed: int = option(0, "seeds the initialisation and the patch draws")
+    threads: int = option(0, "torch CPU threads; 0: torch's default")
 
 
 def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str | None = __doc__):
-    """A flag per field of the dataclass `config_type` (--lr-patch for lr_patch), its default the field's."""
-    defaults = config_type()
+    """A flag per field of the dataclass `config_type` (--lr-patch for lr_patch), its default and help the field's."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in asdict(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+    defaults = config_type()
+    for f in fields(config_type):
+        flag, value, text = "--" + f.name.replace("_", "-"), getattr(defaults, f.name), f.metadata["help"]
+        if isinstance(value, bool):  # --flag / --no-flag
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=text)
         elif isinstance(value, list):
-            p.add_argument(flag, nargs="+", default=value)
+            p.add_argument(flag, nargs="+", default=value, help=f"{text} (default: {' '.join(value)})", metavar="NAME")
         else:
-            kind = type(value) if value is not None else str
-            p.add_argument(flag, type=kind, default=value)
+            shown = "" if value in (None, "") else f" (default: {value})"
+            p.add_argument(flag, type=type(value) if value is not None else str, default=value, help=text + shown)
     return config_type(**vars(p.parse_args(argv)))
+
+
+def check_run_numbers(cfg) -> None:
+    """One-line errors for settings no run can use, before any data is read (TrainConfig and JointConfig)."""
+    for flag, value in (("--iters", cfg.iters), ("--batch", cfg.batch), ("--eval-every", cfg.eval_every)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, not {value}")
+    if not cfg.lr > 0:
+        raise ValueError(f"--lr must be positive, not {cfg.lr}")
+    if not 0.0 <= cfg.min_lr_ratio <= 1.0:
+        raise ValueError(f"--min-lr-ratio must be in [0, 1], not {cfg.min_lr_ratio}")
+    if not cfg.minutes >= 0:
+        raise ValueError(f"--minutes must be 0 (no budget) or more, not {cfg.minutes}")
+    if cfg.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's default) or more, not {cfg.threads}")
+    if cfg.init_from and not Path(cfg.init_from).is_file():
+        raise CheckpointError(f"checkpoint not found: {cfg.init_from}")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """check_run_numbers, and the choices only train.py has."""
+    check_run_numbers(cfg)
+    preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, DECONV_PAD))  # model, scale, padding
+    choices = (("--weigh", cfg.weigh, WEIGHS), ("--loss", cfg.loss, sorted(LOSSES)),
+               ("--optimizer", cfg.optimizer, ("adam", "sgd")), ("--train-only", cfg.train_only, ("all", "deconv")))
+    for flag, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{flag} must be one of {', '.join(allowed)}; not {value!r}")
+    if cfg.lr_patch < 0:
+        raise ValueError(f"--lr-patch must be 0 (by scale) or more, not {cfg.lr_patch}")
+    if not 0.0 < cfg.teacher_weight <= 1.0:
+        raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
+    if cfg.teacher_ensemble and cfg.teacher is None:
+        raise ValueError("--teacher-ensemble needs --teacher MODEL.pt")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
 
 
 def schedule_progress(cfg: TrainConfig, step: int, seconds: float) -> float:
@@ -159,8 +199,6 @@ def build_model(cfg: TrainConfig) -> FSRCNN:
                                           "bias": source.deconv.bias})
     if cfg.train_only == "deconv":
         model.body.requires_grad_(False)
-    elif cfg.train_only != "all":
-        raise ValueError(f"--train-only must be 'all' or 'deconv', not {cfg.train_only!r}")
     return model
 
 
@@ -178,11 +216,9 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
     body = [p for p in model.body.parameters() if p.requires_grad]
     if body:
         groups.append({"params": body, "lr_mult": 1.0})
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
-    raise ValueError(f"--optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}")
+    return torch.optim.Adam(groups, lr=cfg.lr)
 
 
 def save_resume_point(run: Path, model: FSRCNN, ema: AveragedModel | None, optimizer, step: int, best: float,
@@ -197,17 +233,7 @@ def save_resume_point(run: Path, model: FSRCNN, ema: AveragedModel | None, optim
 
 
 def train(cfg: TrainConfig) -> float:
-    preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, DECONV_PAD))  # reject a bad model/scale/weigh before loading any data
-    if cfg.weigh not in WEIGHS:
-        raise ValueError(f"--weigh must be one of {WEIGHS}, not {cfg.weigh!r}")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"--loss must be one of {sorted(LOSSES)}, not {cfg.loss!r}")
-    if not 0.0 < cfg.teacher_weight <= 1.0:
-        raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
-    if cfg.teacher_ensemble and cfg.teacher is None:
-        raise ValueError("--teacher-ensemble needs --teacher MODEL.pt")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
+    check_config(cfg)
     distributed = under_torchrun()
     rank = 0
     if distributed:  # launched by torchrun: one process per GPU (or CPU worker)

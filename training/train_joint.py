@@ -16,7 +16,7 @@ import csv
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,37 +26,38 @@ from edge_runtime.files import sha256
 from edge_runtime.metrics import load_eval_set
 from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import SCALES, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
-from training.train import LR_PATCH, cosine_lr, parse_args, schedule_progress, validate
+from training.train import LR_PATCH, check_run_numbers, cosine_lr, option, parse_args, schedule_progress, validate
 
 
 @dataclass
 class JointConfig:
-    model: str = "fsrcnn"
-    init_from: str = ""  # the checkpoint whose body (and, at its own scale, head) training starts from
-    # A folder of <id>.pt checkpoints: each scale's head is copied from its file there when there is one,
-    # else from --init-from at its own scale, else initialised as the paper (N(0, 0.001)).
-    heads_from: str | None = None
-    data_dir: str | None = None
-    train_sets: list[str] = field(default_factory=lambda: ["T91"])
-    val_set: str = "Set5"
-    transpose: bool = False  # --transpose: mirror images as well as rotations (train.TrainConfig.transpose)
-    iters: int = 100_000
-    minutes: float = 0.0  # wall-clock budget; 0: none. The schedule ends at iters or here, first
-    batch: int = 64  # patches per scale per step
-    lr: float = 2e-4
-    deconv_lr_mult: float = 0.1
-    min_lr_ratio: float = 0.01
-    eval_every: int = 1000
-    run_dir: str = "runs"
-    out_dir: str = "training/weights"
-    seed: int = 0
-    threads: int = 0  # 0: torch's default
+    model: str = option("fsrcnn", "preset: fsrcnn or fsrcnn-s")
+    init_from: str = option("", "the checkpoint whose body (and, at its own scale, head) training starts from")
+    heads_from: str | None = option(None, "a folder of <id>.pt checkpoints: each scale's head comes from its file "
+                                          "there, else from --init-from at its own scale, else the paper's N(0, 0.001)")
+    data_dir: str | None = option(None, "folder holding the image sets (default: $EDGE_SR_DATA)")
+    train_sets: list[str] = option(["T91"], "training image folders inside --data-dir")
+    val_set: str = option("Set5", "validation folder; its PSNR picks each scale's checkpoint")
+    transpose: bool = option(False, "add mirror images to the paper's 4 rotations (as train.py)")
+    iters: int = option(100_000, "training steps; the cosine schedule spans them (or --minutes, whichever ends first)")
+    minutes: float = option(0.0, "wall-clock budget the schedule spans; 0: none")
+    batch: int = option(64, "patches per scale per step")
+    lr: float = option(2e-4, "peak learning rate")
+    deconv_lr_mult: float = option(0.1, "the deconvolutions' rate over the body's")
+    min_lr_ratio: float = option(0.01, "cosine decay floor, as a share of --lr")
+    eval_every: int = option(1000, "steps between validations")
+    run_dir: str = option("runs", "each scale's log.csv goes to RUN_DIR/<id>/")
+    out_dir: str = option("training/weights", "each scale's best weights go to OUT_DIR/<id>.pt (+ .json)")
+    seed: int = option(0, "seeds the patch draws")
+    threads: int = option(0, "torch CPU threads; 0: torch's default")
 
 
 def build_models(cfg: JointConfig) -> dict[int, FSRCNN]:
     """{scale: FSRCNN}, every one holding the same body module."""
     if not cfg.init_from:
         raise ValueError("--init-from is required: the checkpoint whose body the three heads share")
+    if cfg.heads_from and not Path(cfg.heads_from).is_dir():
+        raise CheckpointError(f"--heads-from folder not found: {cfg.heads_from}")
     source = load_weights(cfg.init_from)
     models = {}
     for scale in SCALES:
@@ -78,10 +79,11 @@ def build_models(cfg: JointConfig) -> dict[int, FSRCNN]:
 
 def train_joint(cfg: JointConfig) -> dict[int, float]:
     """Train; returns each scale's best validation PSNR."""
+    check_run_numbers(cfg)
+    preset(cfg.model, 3)  # reject a bad model name before loading any data
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    preset(cfg.model, 3)  # reject a bad model name before loading any data
     models = build_models(cfg)
     data_dir = resolve_data_dir(cfg.data_dir)
     folders = [set_folder(data_dir, name) for name in cfg.train_sets]
