@@ -29,7 +29,7 @@ from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, augmented_pairs, resolve_data_dir, set_folder
 from training.evaluate import torch_upscaler
 from training.model import DECONV_KERNEL, FSRCNN, CheckpointError, load_weights, save_weights, subpixel_taps
-from training.train import TrainConfig
+from training.train import TrainConfig, use_threads
 
 TURNS = 4  # rotations by 90 degrees, as training's augmentation
 RIDGE = 1e-7  # relative to the mean feature energy: keeps the solve well posed, moves nothing measurable
@@ -139,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 < args.keep <= 1:
         p.error(f"--keep must be in (0, 1], not {args.keep}")
-    if args.threads < 0:
-        p.error(f"--threads must be 0 (torch's default) or more, not {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(p, args.threads)
     try:
         source = Path(args.checkpoint)
         model = load_weights(source)

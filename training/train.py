@@ -103,6 +103,14 @@ def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str 
     return config_type(**vars(p.parse_args(argv)))
 
 
+def use_threads(parser: argparse.ArgumentParser, threads: int) -> None:
+    """A CLI's --threads: 0 leaves torch's default, a negative count is a usage error (exit 2)."""
+    if threads < 0:
+        parser.error(f"--threads must be 0 (torch's default) or more, not {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def check_run_numbers(cfg) -> None:
     """One-line errors for settings no run can use, before any data is read (TrainConfig and JointConfig)."""
     for flag, value in (("--iters", cfg.iters), ("--batch", cfg.batch), ("--eval-every", cfg.eval_every)):
