@@ -69,3 +69,15 @@ def test_a_soup_of_one_checkpoint_is_refused(tiny_dataset, tmp_path):
     run = soup([SHIPPED, SHIPPED], tmp_path / "soup.pt", tiny_dataset)
     assert run.returncode == 2 and "at least two different checkpoints" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_recorded_fsrcnn_x4_soup_is_what_its_committed_ingredients_make(data_dir, tmp_path):
+    recorded = ROOT / "results" / "controls" / "soup31" / "fsrcnn_x4.pt"
+    out = tmp_path / "fsrcnn_x4.pt"
+    run = soup(sorted((ROOT / "training" / "ingredients" / "fsrcnn_x4").glob("*.pt")), out, data_dir)
+    assert run.returncode == 0, run.stderr
+    made, kept = load_weights(out).state_dict(), load_weights(recorded).state_dict()
+    assert all(torch.allclose(made[k], kept[k], atol=1e-7) for k in kept)
+    made_steps = json.loads(out.with_suffix(".json").read_text())["soup"]
+    recorded_steps = json.loads(recorded.with_suffix(".json").read_text())["soup"]
+    assert [(s["sha256"], s["kept"]) for s in made_steps] == [(s["sha256"], s["kept"]) for s in recorded_steps]

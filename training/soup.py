@@ -24,7 +24,7 @@ from training.evaluate import torch_upscaler
 from training.model import FSRCNN, CheckpointError, load_weights, save_weights
 from training.train import use_threads
 
-KEPT_FROM_INGREDIENT = ("train_sets", "transpose", "weigh", "loss")  # what QAT reads to repeat the recipe
+KEPT_FROM_INGREDIENT = ("train_sets", "transpose")  # what QAT (quantize.build) reads to repeat the recipe
 
 
 def average_states(states: list[dict]) -> dict:
