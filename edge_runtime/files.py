@@ -4,7 +4,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
+
+
+class OutputError(Exception):
+    """A folder that results cannot be written to."""
+
+
+def writable_folder(folder) -> Path:
+    """Create `folder` and make a file in it, so that a long job fails at its start, not at its first save."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write to {folder} ({err.strerror or err})") from None
+    return folder
 
 
 def write_atomic(path, data: str | bytes) -> Path:

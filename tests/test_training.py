@@ -270,6 +270,22 @@ def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_
     assert len(run.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [
+    ["training.train", "--run-dir", "{blocked}"],
+    ["training.train", "--out-dir", "{blocked}"],
+    ["training.train_joint", "--out-dir", "{blocked}"],
+    ["training.fit_head", "training/weights/fsrcnn-s_x2.pt", "--out", "{blocked}/fsrcnn-s_x2.pt"],
+    ["training.soup", "training/weights/fsrcnn-s_x2.pt", "training/weights/fsrcnn-s_x2_qat.pt", "--out", "{blocked}/soup.pt"],
+    ["quantize.build", "--models", "fsrcnn-s_x2", "--out-dir", "{blocked}"],
+], ids=lambda c: "-".join(c[:1] + [a for a in c if a.startswith("--") and a != "--models"]))
+def test_an_unwritable_output_folder_is_one_clear_line_before_any_work(command, tiny_dataset, tmp_path):
+    (tmp_path / "file").write_text("a file, so no folder can be made under it")
+    args = [a.replace("{blocked}", str(tmp_path / "file" / "out")) for a in command]
+    run = subprocess.run([PYTHON, "-m", *args, "--data-dir", str(tiny_dataset)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "cannot write to" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
 # Regression guard on the shipped weights: Set5 gain over bicubic, computed here from the images.
 MIN_GAIN_OVER_BICUBIC_DB = {"fsrcnn": 2.2, "fsrcnn-s": 1.6}  # reached: >= 2.27 and >= 1.65 (x4 both)
 

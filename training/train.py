@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from edge_runtime.files import sha256
+from edge_runtime.files import OutputError, sha256, writable_folder
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset, repad_deconv, save_weights
@@ -111,8 +111,9 @@ def use_threads(parser: argparse.ArgumentParser, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def check_run_numbers(cfg) -> None:
-    """One-line errors for settings no run can use, before any data is read (TrainConfig and JointConfig)."""
+def check_run_settings(cfg) -> None:
+    """One-line errors for settings no run can use, before any data is read (TrainConfig and JointConfig);
+    creates the run and output folders, so that an unwritable one fails now, not at the first save."""
     for flag, value in (("--iters", cfg.iters), ("--batch", cfg.batch), ("--eval-every", cfg.eval_every)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, not {value}")
@@ -126,11 +127,13 @@ def check_run_numbers(cfg) -> None:
         raise ValueError(f"--threads must be 0 (torch's default) or more, not {cfg.threads}")
     if cfg.init_from and not Path(cfg.init_from).is_file():
         raise CheckpointError(f"checkpoint not found: {cfg.init_from}")
+    writable_folder(cfg.run_dir)
+    writable_folder(cfg.out_dir)
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """check_run_numbers, and the choices only train.py has."""
-    check_run_numbers(cfg)
+    """check_run_settings, and the choices only train.py has."""
+    check_run_settings(cfg)
     preset(cfg.model, cfg.scale, cfg.deconv_pad or TRAIN_PAD.get(cfg.scale, DECONV_PAD))  # model, scale, padding
     choices = (("--weigh", cfg.weigh, WEIGHS), ("--loss", cfg.loss, sorted(LOSSES)),
                ("--optimizer", cfg.optimizer, ("adam", "sgd")), ("--train-only", cfg.train_only, ("all", "deconv")))
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         best = train(cfg)
-    except (DataError, CheckpointError, ValueError) as err:
+    except (DataError, CheckpointError, OutputError, ValueError) as err:
         print(f"edge-sr train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from edge_runtime.files import sha256
+from edge_runtime.files import OutputError, sha256
 from edge_runtime.metrics import load_eval_set
 from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import SCALES, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
-from training.train import LR_PATCH, check_run_numbers, cosine_lr, option, parse_args, schedule_progress, validate
+from training.train import LR_PATCH, check_run_settings, cosine_lr, option, parse_args, schedule_progress, validate
 
 
 @dataclass
@@ -79,7 +79,7 @@ def build_models(cfg: JointConfig) -> dict[int, FSRCNN]:
 
 def train_joint(cfg: JointConfig) -> dict[int, float]:
     """Train; returns each scale's best validation PSNR."""
-    check_run_numbers(cfg)
+    check_run_settings(cfg)
     preset(cfg.model, 3)  # reject a bad model name before loading any data
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv, JointConfig, __doc__)
     try:
         best = train_joint(cfg)
-    except (DataError, CheckpointError, ValueError) as err:
+    except (DataError, CheckpointError, OutputError, ValueError) as err:
         print(f"edge-sr train_joint: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
