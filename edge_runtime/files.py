@@ -12,16 +12,20 @@ class OutputError(Exception):
     """A folder that results cannot be written to."""
 
 
-def writable_folder(folder) -> Path:
-    """Create `folder` and make a file in it, so that a long job fails at its start, not at its first save."""
-    folder = Path(folder)
+def check_writable(folder) -> None:
+    """Raise OutputError unless files can be made in `folder` (or, where it does not exist yet, in its nearest
+    existing parent), so that a long job fails at its start, not at its first save. Leaves nothing behind."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write to {folder} ({existing} is not a folder)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         raise OutputError(f"cannot write to {folder} ({err.strerror or err})") from None
-    return folder
 
 
 def write_atomic(path, data: str | bytes) -> Path:

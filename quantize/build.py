@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from edge_runtime.backends import load_upscaler
 from edge_runtime.errors import BackendError
-from edge_runtime.files import OutputError, sha256, writable_folder, write_json
+from edge_runtime.files import OutputError, check_writable, sha256, write_json
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     try:
         data_dir = resolve_data_dir(args.data_dir)
-        writable_folder(args.out_dir)
-        writable_folder(results.parent)
+        check_writable(args.out_dir)
+        check_writable(results.parent)
         for ident in args.models:
             started = time.time()
             made = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edge_runtime.files import OutputError, sha256, writable_folder
+from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, augmented_pairs, resolve_data_dir, set_folder
 from training.evaluate import torch_upscaler
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         train_sets = args.train_sets or meta.get("train_sets") or TrainConfig().train_sets
         folders = [set_folder(data_dir, name) for name in train_sets]
         val_pairs = load_eval_set(set_folder(data_dir, args.val_set), model.config.scale)
-        writable_folder(Path(args.out or source).parent)
+        check_writable(Path(args.out or source).parent)
     except (DataError, CheckpointError, OutputError) as err:
         print(f"edge-sr fit-head: error: {err}", file=sys.stderr)
         return 2

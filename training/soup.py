@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edge_runtime.files import OutputError, sha256, writable_folder
+from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, resolve_data_dir, set_folder
 from training.evaluate import torch_upscaler
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         metas = {str(path): json.loads(path.with_suffix(".json").read_text()) for path in paths}
         scale = models[0][1].config.scale
         val_pairs = load_eval_set(set_folder(resolve_data_dir(args.data_dir), args.val_set), scale)
-        writable_folder(Path(args.out).parent)
+        check_writable(Path(args.out).parent)
     except (DataError, CheckpointError, OutputError) as err:
         print(f"edge-sr soup: error: {err}", file=sys.stderr)
         return 2

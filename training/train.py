@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from edge_runtime.files import OutputError, sha256, writable_folder
+from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset, repad_deconv, save_weights
@@ -113,7 +113,7 @@ def use_threads(parser: argparse.ArgumentParser, threads: int) -> None:
 
 def check_run_settings(cfg) -> None:
     """One-line errors for settings no run can use, before any data is read (TrainConfig and JointConfig);
-    creates the run and output folders, so that an unwritable one fails now, not at the first save."""
+    an unwritable run or output folder fails now, not at the first save."""
     for flag, value in (("--iters", cfg.iters), ("--batch", cfg.batch), ("--eval-every", cfg.eval_every)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, not {value}")
@@ -127,8 +127,8 @@ def check_run_settings(cfg) -> None:
         raise ValueError(f"--threads must be 0 (torch's default) or more, not {cfg.threads}")
     if cfg.init_from and not Path(cfg.init_from).is_file():
         raise CheckpointError(f"checkpoint not found: {cfg.init_from}")
-    writable_folder(cfg.run_dir)
-    writable_folder(cfg.out_dir)
+    check_writable(cfg.run_dir)
+    check_writable(cfg.out_dir)
 
 
 def check_config(cfg: TrainConfig) -> None:
