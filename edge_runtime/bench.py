@@ -14,7 +14,7 @@ from edge_runtime import __version__
 from edge_runtime.cpu import device_id
 from edge_runtime.cli import OneLineParser, parse_size, positive
 from edge_runtime.errors import BackendError, CliError
-from edge_runtime.files import write_atomic, write_json
+from edge_runtime.files import check_writable, write_atomic, write_json
 from edge_runtime.demo import DemoSource
 from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, load_eval_set
 from edge_runtime.models import default_workers, open_workers, shipped
@@ -81,6 +81,7 @@ def bench_main(argv: list[str]) -> int:
     artifacts = [a for a in shipped() if a.scale in args.scales and (not args.models or a.name in args.models)]
     if not artifacts:
         raise CliError("no shipped model matches --scales/--models")
+    check_writable(args.out)  # before minutes of measuring, not after them
     entries, demos, rows = [], {}, []
     started = time.time()
     for scale in args.scales:

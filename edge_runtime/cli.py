@@ -13,7 +13,7 @@ from pathlib import Path
 from edge_runtime import __version__
 from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import CliError, EdgeSRError
-from edge_runtime.files import write_json
+from edge_runtime.files import check_writable, write_json
 from edge_runtime.models import PRECISIONS, default_workers, open_workers, resolve
 
 EXAMPLES = """examples:
@@ -148,6 +148,8 @@ def stream(argv: list[str]) -> int:
         raise CliError("--token only applies with --serve")
     if args.serve and args.serve[0] not in ("127.0.0.1", "localhost", "::1") and not args.token:
         raise CliError("--serve on a non-loopback host needs --token (the page would be open to the network)")
+    if args.report:
+        check_writable(Path(args.report).parent)  # before the stream, not after it
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     source = open_source(args)
     sinks = []

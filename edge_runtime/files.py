@@ -7,8 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from edge_runtime.errors import EdgeSRError
 
-class OutputError(Exception):
+
+class OutputError(EdgeSRError):
     """A folder that results cannot be written to."""
 
 

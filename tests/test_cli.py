@@ -115,6 +115,16 @@ def test_unreadable_video_and_corrupt_model_and_scale_mismatch(tmp_path):
         assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize("args", [["--demo", "--frames", "500", "--report", "{blocked}/report.json"],
+                                  ["bench", "--seconds", "0.2", "--out", "{blocked}"]], ids=["report", "bench"])
+def test_an_unwritable_report_folder_is_refused_before_the_stream(args, tmp_path):
+    (tmp_path / "file").write_text("a file, so no folder can be made under it")
+    args = [a.replace("{blocked}", str(tmp_path / "file" / "out")) for a in args]
+    run = edge_sr(*args, *(SMALL if args[0] == "--demo" else []))
+    assert run.returncode == 2 and "cannot write to" in run.stderr and "is not a folder" in run.stderr
+    assert "Traceback" not in run.stderr and "frames" not in run.stdout  # refused before streaming
+
+
 def test_port_in_use_is_a_clear_error():
     sock = busy_port()
     try:
