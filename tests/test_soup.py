@@ -66,7 +66,7 @@ def test_ingredients_of_different_models_are_one_clear_line_and_no_file(tiny_dat
 
 
 def test_a_soup_of_one_checkpoint_is_refused(tiny_dataset, tmp_path):
-    run = soup([SHIPPED, SHIPPED], tmp_path / "soup.pt", tiny_dataset)
+    run = soup([SHIPPED, SHIPPED.parent / "." / SHIPPED.name], tmp_path / "soup.pt", tiny_dataset)  # one file, twice
     assert run.returncode == 2 and "at least two different checkpoints" in run.stderr
     assert "Traceback" not in run.stderr
 

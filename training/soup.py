@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-set", default="Set5", help="the set that ranks and admits ingredients (default Set5)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
-    paths = [Path(c) for c in dict.fromkeys(args.checkpoints)]
+    unique: dict[Path, Path] = {}  # one entry per file, however its path is spelled
+    for checkpoint in args.checkpoints:
+        unique.setdefault(Path(checkpoint).resolve(), Path(checkpoint))
+    paths = list(unique.values())
     if len(paths) < 2:
         p.error("a soup needs at least two different checkpoints")
     if not args.out.endswith(".pt"):
