@@ -41,7 +41,7 @@ EVAL_SETS = ("Set5", "Set14")
 # FP32 heads by measurement (benchmarks/artifacts.py, results/artifact_speed.json): at x2 conv + DepthToSpace
 # ran 0.74x to 1.02x the 9x9 ConvTranspose in ONNX Runtime on the CPUs measured; at x3 and x4 the two were
 # within 10% on an AVX512-VNNI EPYC, and an Intel Xeon ran conv + DepthToSpace up to 1.28x faster for FSRCNN-s
-# (README, *Artifact speed*). LiteRT's TRANSPOSE_CONV is the slow one there, and TF's padding would shift it.
+# (BENCHMARKS.md, *Artifact speed*). LiteRT's TRANSPOSE_CONV is the slow one there, and TF's padding would shift it.
 # INT8 artifacts use the folded-ReLU form (training.model.relu_layers), which both INT8 runtimes run without
 # float fallbacks, with the exact rewrites of quantize.rewrites that each runtime's kernels gain from
 # (benchmarks/int8_forms.py for LiteRT, benchmarks/onnx_int8_heads.py for ONNX Runtime).

@@ -1,6 +1,8 @@
-"""Write the README's result tables from results/*.json, between <!-- table:NAME --> markers.
+"""Write the docs' result tables from results/*.json, between <!-- table:NAME --> markers.
 
-Every figure in the README comes from a file a `make` target writes; this only formats them.
+Every figure in the README (and in QUANTIZE.md and BENCHMARKS.md, which hold the longer notes) comes from a
+file a `make` target writes; this only formats them. `--check` changes nothing and exits 1 if a doc's table
+differs from what its JSON says.
 """
 from __future__ import annotations
 
@@ -137,18 +139,37 @@ TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": 
           "int8_layer_costs": int8_layer_costs_table, "onnx_int8_heads": onnx_int8_heads_table}
 
 
-def main(readme: str = "README.md") -> int:
-    path = ROOT / readme
-    text = path.read_text()
+DOCS = ("README.md", "QUANTIZE.md", "BENCHMARKS.md")
+
+
+def fill_tables(text: str) -> str:
+    """`text` with every table whose JSON exists rewritten between its markers."""
     for name, make in TABLES.items():
         table = make()
         if table is None:
             continue
         pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
         text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
-    path.write_text(text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for doc in DOCS:
+        path = ROOT / doc
+        text = path.read_text()
+        filled = fill_tables(text)
+        if filled != text:
+            stale.append(doc)
+            if not check:
+                path.write_text(filled)
+    if check and stale:
+        print(f"tables out of date with results/*.json in {', '.join(stale)}: run scripts/update_readme.py",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

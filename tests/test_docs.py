@@ -1,0 +1,53 @@
+"""The docs' figures come from the results files, and their links lead somewhere."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "update_readme.py"
+
+
+def load_update_readme():
+    spec = importlib.util.spec_from_file_location("update_readme", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_tables_are_what_the_results_files_say():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_every_results_table_has_one_place_in_the_docs_and_every_marker_a_table():
+    update_readme = load_update_readme()
+    texts = {doc: (ROOT / doc).read_text() for doc in update_readme.DOCS}
+    for name in update_readme.TABLES:
+        homes = [doc for doc, text in texts.items()
+                 if f"<!-- table:{name} -->" in text and f"<!-- /table:{name} -->" in text]
+        assert len(homes) == 1, (name, homes)
+    for doc, text in texts.items():
+        for name in re.findall(r"<!-- table:([\w-]+) -->", text):
+            assert name in update_readme.TABLES, (doc, name)
+
+
+def test_fill_tables_rewrites_a_stale_table_between_its_markers():
+    update_readme = load_update_readme()
+    stale = "before\n<!-- table:quantize -->\n| made up | 99.99 |\n<!-- /table:quantize -->\nafter\n"
+    filled = update_readme.fill_tables(stale)
+    assert "99.99" not in filled
+    assert filled.startswith("before\n<!-- table:quantize -->\n| model | set |")
+    assert filled.endswith("<!-- /table:quantize -->\nafter\n")
+
+
+def test_relative_links_in_the_docs_lead_to_files():
+    docs = [ROOT / doc for doc in load_update_readme().DOCS] + [ROOT / "TRAINING.md", ROOT / "deploy" / "README.md"]
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target:
+                continue
+            assert (doc.parent / target).exists(), (doc.name, target)
