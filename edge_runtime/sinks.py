@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 
 from edge_runtime.errors import SinkError
+from edge_runtime.files import check_writable
 
 
 class VideoFileSink:
@@ -16,17 +17,32 @@ class VideoFileSink:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise SinkError(f"output folder does not exist: {self.path.parent}")
+        check_writable(self.path.parent)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.fps = fps
-        self.writer: cv2.VideoWriter | None = None
+        self.fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+        # A trial open, so that a container OpenCV cannot write fails here, before the stream, not at its first frame.
+        self.writer: cv2.VideoWriter | None = self.open((16, 16))
+        self.writer.release()
+        self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+    def open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(2)  # errors only: a refused container is our one line, not OpenCV's warnings too
+        try:
+            writer = cv2.VideoWriter(str(self.tmp), self.fourcc, self.fps, size)
+        finally:
+            cv2.setLogLevel(level)
+        if not writer.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise SinkError(f"cannot write video {self.path} (OpenCV writes .mp4, .avi, .mkv or .mov)")
+        return writer
 
     def write(self, result, stats) -> None:
         if self.writer is None:
             h, w = result.sr_bgr.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
-            if not self.writer.isOpened():
-                raise SinkError(f"cannot write video {self.path} (unsupported container?)")
+            self.writer = self.open((w, h))
         self.writer.write(result.sr_bgr)
 
     def close(self, complete: bool = True) -> None:

@@ -7,7 +7,9 @@ import cv2
 import pytest
 
 from conftest import PYTHON, ROOT, textured_image
+from edge_runtime.errors import SinkError
 from edge_runtime.models import shipped
+from edge_runtime.sinks import VideoFileSink
 
 EDGE_SR = [PYTHON, "-m", "edge_runtime"]
 SMALL = ["--size", "96x64", "--threads", "1", "--quiet"]
@@ -123,6 +125,18 @@ def test_an_unwritable_report_folder_is_refused_before_the_stream(args, tmp_path
     run = edge_sr(*args, *(SMALL if args[0] == "--demo" else []))
     assert run.returncode == 2 and "cannot write to" in run.stderr and "is not a folder" in run.stderr
     assert "Traceback" not in run.stderr and "frames" not in run.stdout  # refused before streaming
+
+
+def test_a_video_container_opencv_cannot_write_is_refused_before_the_stream(tmp_path):
+    with pytest.raises(SinkError, match="cannot write video"):
+        VideoFileSink(str(tmp_path / "out.txt"), 30.0)  # refused when made, before any frame
+    assert list(tmp_path.iterdir()) == []  # no trial file left behind
+    VideoFileSink(str(tmp_path / "out.mkv"), 30.0)
+    assert list(tmp_path.iterdir()) == []
+    run = edge_sr("--demo", "--frames", "500", "--model", "fsrcnn-s", "--backend", "onnxruntime",
+                  "--output", str(tmp_path / "out.txt"), *SMALL)
+    assert run.returncode == 2 and "cannot write video" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
 
 def test_port_in_use_is_a_clear_error():
