@@ -186,7 +186,8 @@ def record(results: Path, ident: str, made: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     all_ids = [model_id(name, scale) for name in PRESETS for scale in SCALES]
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m quantize.build", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=all_ids, choices=all_ids, metavar="ID")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--data-dir", help="calibration (T91, BSD200) and evaluation (Set5, Set14) sets; default $EDGE_SR_DATA")
@@ -206,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = resolve_data_dir(args.data_dir)
         check_writable(args.out_dir)
         check_writable(results.parent)
+        missing = [str(args.weights_dir / f"{ident}.pt") for ident in args.models
+                   if not (args.weights_dir / f"{ident}.pt").is_file()]
+        if missing:  # all of them before the first QAT, not after it
+            raise BuildError(f"checkpoint not found: {', '.join(missing)}")
         for ident in args.models:
             started = time.time()
             made = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{ident} ({time.time() - started:.0f}s)  {summary}")
             record(results, ident, made)
     except (BuildError, DataError, OutputError) as err:
-        print(f"edge-sr quantize: error: {err}", file=sys.stderr)
+        print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

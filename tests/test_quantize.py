@@ -1,6 +1,7 @@
 """Every export route against the PyTorch model, the INT8 graphs' op types, the INT8 quality bar
 on the shipped artifacts, and the model cards."""
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -447,6 +448,19 @@ def test_corrupt_checkpoint_names_the_model_and_step(tmp_path, data_dir):
     assert "fsrcnn-s_x2, step 'load'" in run.stderr and "corrupt" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_checkpoint_is_refused_before_any_model_is_built(tmp_path, data_dir):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copy(WEIGHTS_DIR / f"fsrcnn-s_x2{suffix}", weights)
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "fsrcnn-s_x3", "--formats", "onnx",
+                          "--qat-iters", "3", "--weights-dir", str(weights), "--data-dir", str(data_dir),
+                          "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.strip() == \
+        f"python -m quantize.build: error: checkpoint not found: {weights / 'fsrcnn-s_x3.pt'}"
+    assert not list((tmp_path / "out").glob("*"))  # fsrcnn-s_x2 was not built first
 
 
 def test_a_build_into_another_folder_leaves_the_shipped_qat_copy_and_results_alone(tmp_path, data_dir):

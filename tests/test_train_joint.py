@@ -46,7 +46,7 @@ def test_a_joint_run_without_a_starting_checkpoint_exits_with_one_clear_line(tin
     run = subprocess.run([PYTHON, "-m", "training.train_joint", "--data-dir", str(tiny_dataset)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert run.stderr.strip() == "edge-sr train_joint: error: --init-from is required: the checkpoint whose body the three heads share"
+    assert run.stderr.strip() == "python -m training.train_joint: error: --init-from is required: the checkpoint whose body the three heads share"
 
 
 @pytest.mark.parametrize("args, line", [
@@ -57,7 +57,7 @@ def test_a_joint_run_with_a_missing_heads_folder_or_no_steps_exits_with_one_clea
     run = subprocess.run([PYTHON, "-m", "training.train_joint", "--model", "fsrcnn-s", "--data-dir", str(tiny_dataset),
                           "--init-from", str(ROOT / "training" / "weights" / "fsrcnn-s_x3.pt"), *args],
                          capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and run.stderr.strip() == f"edge-sr train_joint: error: {line}"
+    assert run.returncode == 2 and run.stderr.strip() == f"python -m training.train_joint: error: {line}"
 
 
 def test_help_explains_every_flag_with_its_default():

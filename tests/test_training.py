@@ -259,6 +259,7 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--threads", "-1"], "--threads must be 0"),
     (["--data-dir", "{empty}", "--min-lr-ratio", "3"], "--min-lr-ratio must be in [0, 1]"),
     (["--data-dir", "{empty}", "--init-from", "{empty}/missing.pt"], "checkpoint not found"),
+    (["--data-dir", "{empty}", "--init-from", "README.md"], "missing its config file"),
 ])
 def test_bad_inputs_exit_with_one_clear_line_not_a_traceback(args, message, tmp_path):
     for name in ("T91", "BSD200", "Set5"):

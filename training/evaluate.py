@@ -78,7 +78,8 @@ def markdown_table(result: dict, sets: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="*", type=Path, help="weights files (default: every shipped one)")
     p.add_argument("--data-dir", help="folder holding the test sets (default: $EDGE_SR_DATA)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"no checkpoints given and none shipped in {WEIGHTS_DIR}")
         result = evaluate(checkpoints, data_dir, args.sets)
     except (DataError, CheckpointError, ValueError) as err:
-        print(f"edge-sr evaluate: error: {err}", file=sys.stderr)
+        print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2
     table = markdown_table(result, args.sets)
     print(table, end="")

@@ -128,7 +128,8 @@ def rotated(pairs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.fit_head", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="an edge-sr checkpoint (.pt with its .json)")
     p.add_argument("--data-dir", help="the data folder (default: $EDGE_SR_DATA)")
     p.add_argument("--train-sets", nargs="+", help="default: the sets the checkpoint was trained on")
@@ -151,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         val_pairs = load_eval_set(set_folder(data_dir, args.val_set), model.config.scale)
         check_writable(Path(args.out or source).parent)
     except (DataError, CheckpointError, OutputError) as err:
-        print(f"edge-sr fit-head: error: {err}", file=sys.stderr)
+        print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2
     scale = model.config.scale
     before = evaluate_set(torch_upscaler(model), val_pairs, scale)["psnr"]
     try:
         fit_head(model, rotated(augmented_pairs(folders, scale, desc="fitting the head on")), args.keep)
     except KeyboardInterrupt:
-        print("edge-sr fit-head: interrupted; the checkpoint is unchanged", file=sys.stderr)
+        print(f"{p.prog}: interrupted; the checkpoint is unchanged", file=sys.stderr)
         return 130
     after = evaluate_set(torch_upscaler(model), val_pairs, scale)["psnr"]
     print(f"{source.stem}: {args.val_set} {before:.3f} -> {after:.3f} dB with the refitted head")

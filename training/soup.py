@@ -62,7 +62,8 @@ def greedy_soup(models: list[tuple[Path, FSRCNN]], score) -> tuple[FSRCNN, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.soup", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="two or more edge-sr checkpoints (.pt with its .json) of one model")
     p.add_argument("--out", required=True, help="the soup's .pt (its .json is written beside it); may be an ingredient")
     p.add_argument("--data-dir", help="the data folder (default: $EDGE_SR_DATA)")
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         val_pairs = load_eval_set(set_folder(resolve_data_dir(args.data_dir), args.val_set), scale)
         check_writable(Path(args.out).parent)
     except (DataError, CheckpointError, OutputError) as err:
-        print(f"edge-sr soup: error: {err}", file=sys.stderr)
+        print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2
 
     def score(model: FSRCNN) -> float:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         soup, best, steps = greedy_soup(models, score)
     except KeyboardInterrupt:
-        print("edge-sr soup: interrupted; nothing was written", file=sys.stderr)
+        print(f"{p.prog}: interrupted; nothing was written", file=sys.stderr)
         return 130
     for step in steps:
         step["sha256"] = digests[step["ingredient"]]

@@ -87,9 +87,12 @@ class TrainConfig:
     threads: int = option(0, "torch CPU threads; 0: torch's default")
 
 
-def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str | None = __doc__):
+PROG = "python -m training.train"  # how usage lines and errors name the command: the way it is run
+
+
+def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str | None = __doc__, prog: str = PROG):
     """A flag per field of the dataclass `config_type` (--lr-patch for lr_patch), its default and help the field's."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = config_type()
     for f in fields(config_type):
         flag, value, text = "--" + f.name.replace("_", "-"), getattr(defaults, f.name), f.metadata["help"]
@@ -259,6 +262,8 @@ def train(cfg: TrainConfig) -> float:
     teacher_digest = sha256(cfg.teacher) if teacher is not None else None
     torch.manual_seed(cfg.seed)
     is_main = rank == 0
+    init_digest = sha256(cfg.init_from) if cfg.init_from else None  # the file may be overwritten by this run
+    model = build_model(cfg).to(device)  # before the data: a bad --init-from fails at once, not after the pairs
 
     data_dir = resolve_data_dir(cfg.data_dir)
     folders = [set_folder(data_dir, name) for name in cfg.train_sets]
@@ -271,8 +276,6 @@ def train(cfg: TrainConfig) -> float:
     ident = model_id(cfg.model, cfg.scale)
     run = Path(cfg.run_dir) / ident
     run.mkdir(parents=True, exist_ok=True)
-    init_digest = sha256(cfg.init_from) if cfg.init_from else None  # the file may be overwritten by this run
-    model = build_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
     step, best, trained_seconds, state = 0, -math.inf, 0.0, None
     if cfg.resume and (run / "last.pt").is_file():
@@ -372,10 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         best = train(cfg)
     except (DataError, CheckpointError, OutputError, ValueError) as err:
-        print(f"edge-sr train: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("edge-sr train: interrupted; resume with --resume", file=sys.stderr)
+        print(f"{PROG}: interrupted; resume with --resume", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":
         print(f"best {cfg.val_set} PSNR {best:.3f} dB")

@@ -144,15 +144,18 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
     return best
 
 
+PROG = "python -m training.train_joint"
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv, JointConfig, __doc__)
+    cfg = parse_args(argv, JointConfig, __doc__, PROG)
     try:
         best = train_joint(cfg)
     except (DataError, CheckpointError, OutputError, ValueError) as err:
-        print(f"edge-sr train_joint: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("edge-sr train_joint: interrupted; the best weights so far are in --out-dir", file=sys.stderr)
+        print(f"{PROG}: interrupted; the best weights so far are in --out-dir", file=sys.stderr)
         return 130
     print("best " + ", ".join(f"x{s} {v:.3f}" for s, v in best.items()) + f" dB ({cfg.val_set})")
     return 0
