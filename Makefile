@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PEERS ?= ../shared/peers/opencv_dnn_superres
 
 .PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
-        wheelhouse deploy-pi pi-report deploy-fleet undeploy-pi standin-pi standin-clean clean
+        wheelhouse deploy-pi pi-report deploy-fleet fleet-inventory undeploy-pi standin-pi standin-clean clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -77,7 +77,8 @@ PI ?=
 INVENTORY ?=
 WHEELHOUSE ?= build/wheelhouse-aarch64
 PI_PLATFORM ?= aarch64
-ANSIBLE := $(VENV)/bin/ansible-playbook
+# An inventory ansible cannot parse is an error, not a run against no hosts.
+ANSIBLE := ANSIBLE_INVENTORY_UNPARSED_FAILED=true $(VENV)/bin/ansible-playbook
 PI_INVENTORY := build/inventory-pi.ini
 REPORTS ?= reports
 
@@ -91,7 +92,7 @@ $(PI_INVENTORY): FORCE
 	  echo "$$host ansible_host=$$host $${user:+ansible_user=$$user} $(PI_VARS)" > $@
 FORCE:
 
-deploy-pi: wheelhouse $(PI_INVENTORY)
+deploy-pi: $(PI_INVENTORY) wheelhouse  # PI checked before the wheelhouse is built
 	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/deploy.yml -e wheelhouse=$(abspath $(WHEELHOUSE))
 
 pi-report: $(PI_INVENTORY)
@@ -100,8 +101,11 @@ pi-report: $(PI_INVENTORY)
 undeploy-pi: $(PI_INVENTORY)
 	$(ANSIBLE) -i $(PI_INVENTORY) deploy/ansible/undeploy.yml
 
-deploy-fleet: wheelhouse
+fleet-inventory: FORCE
 	@test -n "$(INVENTORY)" || { echo "usage: make deploy-fleet INVENTORY=hosts.ini" >&2; exit 2; }
+	@test -f "$(INVENTORY)" || { echo "make deploy-fleet: inventory not found: $(INVENTORY)" >&2; exit 2; }
+
+deploy-fleet: fleet-inventory wheelhouse
 	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/deploy.yml -e wheelhouse=$(abspath $(WHEELHOUSE))
 	$(ANSIBLE) -i $(INVENTORY) --forks 20 deploy/ansible/report.yml -e reports_dir=$(abspath $(REPORTS))
 	$(PY) deploy/fleet_table.py $(REPORTS)
