@@ -39,10 +39,14 @@ def cache_key(artifact: Artifact, size: tuple[int, int], threads: int) -> str:
             f"|{size[0]}x{size[1]}|t{threads}")
 
 
+# A model holds a target when it runs this much faster than it on its own: room for capture and output.
+MARGIN = 1.25
+
+
 def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, threads: int,
            target_fps: float, log=print, cache_path: Path = CACHE) -> tuple[Artifact, float]:
     """(artifact, measured model fps). Candidates come best quality first; the first that holds
-    the target wins, else the fastest. A margin of 1.25x leaves room for capture and output."""
+    the target (by MARGIN) wins, else the fastest."""
     try:
         cache = json.loads(cache_path.read_text())
     except (OSError, ValueError):
@@ -60,7 +64,7 @@ def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, thread
             cache[key] = fps
             log(f"auto: {artifact.name} runs at {fps:.1f} fps at {size[0]}x{size[1]}")
         measured.append((artifact, fps))
-        if fps >= 1.25 * target_fps:
+        if fps >= MARGIN * target_fps:
             break
     if not measured:
         raise BackendError("auto: no shipped model could be loaded on this device")
@@ -68,5 +72,5 @@ def choose(candidates: list[Artifact], size: tuple[int, int], scale: int, thread
         write_json(cache_path, cache, indent=1)
     except OSError:
         pass  # a read-only home only costs a re-measurement next time
-    meeting = [m for m in measured if m[1] >= 1.25 * target_fps]
+    meeting = [m for m in measured if m[1] >= MARGIN * target_fps]
     return meeting[0] if meeting else max(measured, key=lambda m: m[1])

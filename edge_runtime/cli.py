@@ -114,7 +114,7 @@ def open_source(args):
 
 def pick_model(args, size: tuple[int, int], log):
     """(SR workers' upscalers, description) for the CLI's model choice."""
-    from edge_runtime.autoselect import choose
+    from edge_runtime.autoselect import MARGIN, choose
 
     choice = resolve(args.model, args.scale, args.precision, args.backend)
     if isinstance(choice, Path):
@@ -123,7 +123,9 @@ def pick_model(args, size: tuple[int, int], log):
         return upscalers, {"model": str(choice), "workers": len(upscalers)}
     if args.model == "auto":
         artifact, fps = choose(choice, size, args.scale, args.threads, args.target_fps, log=log)
-        log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB)")
+        why = "" if fps >= MARGIN * args.target_fps else \
+            f"; none holds {args.target_fps:g} fps at {size[0]}x{size[1]} here, so the fastest"
+        log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB{why})")
     else:
         artifact = choice[0] if args.precision or args.backend else _fastest_default(choice)
     workers = args.workers or default_workers(args.threads)

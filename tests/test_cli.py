@@ -72,7 +72,14 @@ def test_auto_picks_a_shipped_model_and_says_which():
     run = edge_sr("--demo", "--frames", "3", "--model", "auto", "--size", "64x48", "--threads", "1",
                   "--target-fps", "1")
     assert run.returncode == 0, run.stderr
-    assert "auto: chose fsrcnn" in run.stderr
+    assert "auto: chose fsrcnn" in run.stderr and "none holds" not in run.stderr
+
+
+def test_auto_says_when_no_model_holds_the_target_and_takes_the_fastest():
+    run = edge_sr("--demo", "--frames", "3", "--model", "auto", "--size", "64x48", "--threads", "1",
+                  "--target-fps", "100000")
+    assert run.returncode == 0, run.stderr
+    assert "none holds 100000 fps at 64x48 here, so the fastest" in run.stderr
 
 
 def busy_port():
