@@ -40,9 +40,12 @@ class VideoFileSink:
         return writer
 
     def write(self, result, stats) -> None:
+        h, w = result.sr_bgr.shape[:2]
         if self.writer is None:
-            h, w = result.sr_bgr.shape[:2]
-            self.writer = self.open((w, h))
+            self.writer, self.size = self.open((w, h)), (w, h)
+        elif (w, h) != self.size:  # OpenCV would drop the frame without a word
+            raise SinkError(f"cannot write a {w}x{h} frame into {self.path}, whose frames are {self.size[0]}x{self.size[1]} "
+                            "(images of different sizes: give them one with --size WxH)")
         self.writer.write(result.sr_bgr)
 
     def close(self, complete: bool = True) -> None:

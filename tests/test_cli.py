@@ -68,6 +68,25 @@ def test_image_folder_stream(tmp_path):
     assert run.stdout.startswith("3 frames")
 
 
+def test_images_of_different_sizes_go_into_a_video_only_at_one_size(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (h, w) in enumerate([(30, 41), (26, 50), (30, 41)]):
+        cv2.imwrite(str(photos / f"{i}.png"), textured_image(h, w, seed=i))
+    out = tmp_path / "out.avi"
+    run = edge_sr("--images", str(photos), "--model", "fsrcnn-s", "--backend", "onnxruntime", "--output", str(out),
+                  "--threads", "1", "--quiet")
+    assert run.returncode == 2 and "images of different sizes: give them one with --size WxH" in run.stderr
+    assert "Traceback" not in run.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+    run = edge_sr("--images", str(photos), "--model", "fsrcnn-s", "--backend", "onnxruntime", "--output", str(out),
+                  "--size", "40x30", "--threads", "1", "--quiet")
+    assert run.returncode == 0, run.stderr
+    capture, frames = cv2.VideoCapture(str(out)), 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 3
+
+
 def test_auto_picks_a_shipped_model_and_says_which():
     run = edge_sr("--demo", "--frames", "3", "--model", "auto", "--size", "64x48", "--threads", "1",
                   "--target-fps", "1")
