@@ -81,6 +81,13 @@ def bench_main(argv: list[str]) -> int:
     artifacts = [a for a in shipped() if a.scale in args.scales and (not args.models or a.name in args.models)]
     if not artifacts:
         raise CliError("no shipped model matches --scales/--models")
+    if args.opencv_models:  # a wrong folder would otherwise just leave OpenCV out of the report
+        folder = Path(args.opencv_models)
+        if not folder.is_dir():
+            raise CliError(f"--opencv-models folder not found: {folder}")
+        if not any(peer_models(folder, scale) for scale in args.scales):
+            raise CliError(f"no OpenCV dnn_superres models for x{'/x'.join(map(str, args.scales))} in {folder} "
+                           "(FSRCNN_x2.pb, FSRCNN-small_x2.pb and so on)")
     check_writable(args.out)  # before minutes of measuring, not after them
     entries, demos, rows = [], {}, []
     started = time.time()

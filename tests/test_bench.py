@@ -45,3 +45,14 @@ def test_bench_with_no_matching_model_is_a_clear_error(tmp_path):
     run = subprocess.run([PYTHON, "-m", "edge_runtime", "bench", "--models", "nope.onnx", "--out", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "no shipped model" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("folder, message", [("missing", "--opencv-models folder not found"),
+                                             ("empty", "no OpenCV dnn_superres models for x2")])
+def test_bench_with_an_opencv_models_folder_without_models_is_a_clear_error(tmp_path, folder, message):
+    (tmp_path / "empty").mkdir()
+    run = subprocess.run([PYTHON, "-m", "edge_runtime", "bench", "--scales", "2", "--sizes", "64x48", "--threads", "1",
+                          "--seconds", "0.2", "--models", "fsrcnn-s_x2_int8.onnx", "--opencv-models", str(tmp_path / folder),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()  # refused before measuring
