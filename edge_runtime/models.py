@@ -83,6 +83,8 @@ def resolve(model: str, scale: int, precision: str | None, backend: str | None,
         path = Path(model)
         if not path.is_file():
             raise BackendError(f"model not found: {model} (use fsrcnn, fsrcnn-s, auto or a .onnx/.tflite file)")
+        if precision:  # the file's own precision is what runs; a flag that seems to change it would mislead
+            raise BackendError(f"--precision chooses among the shipped models; {path.name} runs as it is (drop --precision)")
         return path
     candidates = find(model, scale, precision, backend, models_dir)
     if not candidates:
