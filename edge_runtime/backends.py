@@ -240,5 +240,6 @@ def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):
     """The backend that runs `path` (chosen by its suffix unless `backend` is given)."""
     wanted = backend_for(path)
     if backend and backend != wanted:
-        raise BackendError(f"{Path(path).name} is a {wanted} model, not {backend}")
+        raise BackendError(f"{Path(path).name} runs on {wanted}, not {backend} (drop --backend, or give a "
+                           f"{'.tflite' if backend == 'litert' else '.onnx'} file)")
     return (OnnxUpscaler if wanted == "onnxruntime" else LiteRTUpscaler)(Path(path), threads)

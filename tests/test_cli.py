@@ -121,6 +121,8 @@ def busy_port():
     (["--demo", "--serve", "0.0.0.0:8080"], "needs --token"),
     (["--demo", "--model", "edge_runtime/models/fsrcnn-s_x2_fp32.onnx", "--precision", "int8"],
      "fsrcnn-s_x2_fp32.onnx runs as it is (drop --precision)"),
+    (["--demo", "--model", "edge_runtime/models/fsrcnn-s_x2_fp32.onnx", "--backend", "litert"],
+     "runs on onnxruntime, not litert (drop --backend, or give a .tflite file)"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, message):
     run = edge_sr(*args)
