@@ -19,12 +19,14 @@ from edge_runtime.errors import BackendError
 BACKENDS = ("onnxruntime", "litert")
 
 
+SUFFIXES = {"onnxruntime": ".onnx", "litert": ".tflite"}  # the model file each backend runs
+
+
 def backend_for(path: Path) -> str:
     suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return "onnxruntime"
-    if suffix == ".tflite":
-        return "litert"
+    for backend, its_suffix in SUFFIXES.items():
+        if suffix == its_suffix:
+            return backend
     raise BackendError(f"{path}: unknown model format {suffix!r} (expected .onnx or .tflite)")
 
 
@@ -241,5 +243,5 @@ def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):
     wanted = backend_for(path)
     if backend and backend != wanted:
         raise BackendError(f"{Path(path).name} runs on {wanted}, not {backend} (drop --backend, or give a "
-                           f"{'.tflite' if backend == 'litert' else '.onnx'} file)")
+                           f"{SUFFIXES[backend]} file)")
     return (OnnxUpscaler if wanted == "onnxruntime" else LiteRTUpscaler)(Path(path), threads)

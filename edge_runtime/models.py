@@ -17,7 +17,6 @@ from edge_runtime.errors import BackendError
 MODELS_DIR = Path(__file__).parent / "models"
 FAMILIES = ("fsrcnn", "fsrcnn-s")
 PRECISIONS = ("fp32", "int8")
-EXTENSIONS = {"onnxruntime": ".onnx", "litert": ".tflite"}
 
 
 @dataclass(frozen=True)
