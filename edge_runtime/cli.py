@@ -71,18 +71,22 @@ def stream_parser() -> argparse.ArgumentParser:
     src.add_argument("--images", metavar="DIR", help="a folder of images")
     src.add_argument("--demo", action="store_true", help="built-in moving scene with known ground truth")
     m = p.add_argument_group("model")
-    m.add_argument("--scale", type=int, choices=(2, 3, 4), default=2)
+    m.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default: 2)")
     m.add_argument("--model", default="auto", metavar="{fsrcnn,fsrcnn-s,auto,PATH}",
                    help="model family, a .onnx/.tflite file, or auto (best PSNR that holds --target-fps here)")
-    m.add_argument("--precision", choices=PRECISIONS)
-    m.add_argument("--backend", choices=BACKENDS)
-    m.add_argument("--threads", type=positive(int), default=os.cpu_count() or 1)
+    m.add_argument("--precision", choices=PRECISIONS,
+                   help="which shipped model of the family (default: int8, or auto's measured pick)")
+    m.add_argument("--backend", choices=BACKENDS,
+                   help="which runtime runs a shipped model (default: litert, or auto's measured pick)")
+    m.add_argument("--threads", type=positive(int), default=os.cpu_count() or 1,
+                   help="CPU threads for SR (default: all cores)")
     m.add_argument("--workers", type=positive(int),
                    help="SR workers, each with its own interpreter on threads/workers cores, taking frames in "
                         "turn (default: one per thread, measured fastest)")
     run = p.add_argument_group("stream")
     run.add_argument("--size", type=parse_size, help="frame size WxH (camera request; resize for files)")
-    run.add_argument("--target-fps", type=positive(float), default=24.0)
+    run.add_argument("--target-fps", type=positive(float), default=24.0,
+                     help="the throughput the stream is checked against (default: 24)")
     run.add_argument("--frames", type=positive(int), help="stop after N frames")
     run.add_argument("--seconds", type=positive(float), help="stop after S seconds")
     out = p.add_argument_group("output")
