@@ -21,10 +21,10 @@ class VideoFileSink:
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.fps = fps
         self.fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None  # every frame's, set by the first
         # A trial open, so that a container OpenCV cannot write fails here, before the stream, not at its first frame.
-        self.writer: cv2.VideoWriter | None = self.open((16, 16))
-        self.writer.release()
-        self.writer = None
+        self.open((16, 16)).release()
         self.tmp.unlink(missing_ok=True)
 
     def open(self, size: tuple[int, int]) -> cv2.VideoWriter:
