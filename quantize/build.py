@@ -30,7 +30,7 @@ from edge_runtime.models import MODELS_DIR
 from quantize import onnx_export, tflite_export
 from quantize.calibration import CALIBRATION_SETS, calibration_patches
 from quantize.card import write_card
-from quantize.qat import INT8_FORM, QuantSim, quant_aware_finetune
+from quantize.qat import INT8_FORM, QAT_TARGETS, QuantSim, quant_aware_finetune
 from quantize.rewrites import ONNX_REWRITES, REWRITES, superpixel_layers
 from training.data import DataError, resolve_data_dir, set_folder
 from training.evaluate import WEIGHTS_DIR
@@ -108,7 +108,7 @@ def shipping(out_dir: Path) -> bool:
 
 
 def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], qat_iters: int,
-                weights_dir: Path = WEIGHTS_DIR) -> dict:
+                weights_dir: Path = WEIGHTS_DIR, qat_target: str = QAT_TARGET) -> dict:
     checkpoint = weights_dir / f"{ident}.pt"
     steps = ["load", "calibration data", "QAT"] + [f"{f} {p}" for f in formats for p in ("fp32", "int8")]
     bar = tqdm(steps, desc=ident, unit="step", leave=False)
@@ -122,7 +122,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         patches = calibration_patches(data_dir, scale, CALIBRATION["patches"], CALIBRATION["lr_patch"])
         bar.update(1)
         step = "QAT"
-        target = QAT_TARGET
+        target = qat_target
         trained = json.loads(checkpoint.with_suffix(".json").read_text())  # QAT on the checkpoint's own data
         train_sets, transpose = trained.get("train_sets", list(CALIBRATION_SETS)), trained.get("transpose", False)
         tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets, transpose,
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the artifacts go (default: the runtime's models folder, which ships them); any other "
                         "folder also gets the QAT copies and the results JSON, so nothing shipped changes")
     p.add_argument("--qat-iters", type=int, default=4000, help="quantization-aware fine-tuning steps (default: 4000)")
+    p.add_argument("--qat-target", choices=QAT_TARGETS, default=QAT_TARGET,
+                   help="what QAT fits: the HR patches, or the FP32 model's own output (default: %(default)s)")
     p.add_argument("--results", type=Path,
                    help="merge the scores into this JSON (default: results/quantize.json when shipping, else OUT_DIR/quantize.json)")
     args = p.parse_args(argv)
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError(f"checkpoint not found: {', '.join(missing)}")
         for ident in args.models:
             started = time.time()
-            made = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir)
+            made = build_model(ident, data_dir, args.out_dir, args.formats, args.qat_iters, args.weights_dir,
+                               args.qat_target)
             summary = "  ".join(f"{k}: Set5 {v['quality']['Set5']['psnr']:.2f}" for k, v in made.items())
             print(f"{ident} ({time.time() - started:.0f}s)  {summary}")
             record(results, ident, made)

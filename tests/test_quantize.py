@@ -467,11 +467,14 @@ def test_a_build_into_another_folder_leaves_the_shipped_qat_copy_and_results_alo
     shipped_files = [WEIGHTS_DIR / "fsrcnn-s_x2_qat.pt", WEIGHTS_DIR / "fsrcnn-s_x2_qat.json", ROOT / "results" / "quantize.json"]
     before = [sha256(p) for p in shipped_files]
     run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--formats", "onnx", "--qat-iters", "3",
-                          "--data-dir", str(data_dir), "--out-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+                          "--qat-target", "fp32", "--data-dir", str(data_dir), "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert [sha256(p) for p in shipped_files] == before
-    assert json.loads((tmp_path / "quantize.json").read_text())["fsrcnn-s_x2"]["onnx int8"]["artifact"] == "fsrcnn-s_x2_int8.onnx"
-    assert json.loads((tmp_path / "fsrcnn-s_x2_qat.json").read_text())["qat_iters"] == 3
+    made = json.loads((tmp_path / "quantize.json").read_text())["fsrcnn-s_x2"]["onnx int8"]
+    assert made["artifact"] == "fsrcnn-s_x2_int8.onnx"
+    qat = json.loads((tmp_path / "fsrcnn-s_x2_qat.json").read_text())
+    assert qat["qat_iters"] == 3 and qat["qat_target"] == "fp32"
 
 
 def test_a_build_without_qat_steps_is_refused():
