@@ -29,15 +29,21 @@ DEFAULT_SIZES = ("320x240", "640x360", "640x480")
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="edge-sr bench", description=__doc__)
     p.add_argument("--data-dir", help="folder with the evaluation sets (default: the demo scene)")
-    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
-    p.add_argument("--scales", nargs="+", type=int, choices=(2, 3, 4), default=[2, 3, 4])
-    p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES])
-    p.add_argument("--threads", nargs="+", type=positive(int), default=sorted({1, os.cpu_count() or 1}))
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"],
+                   help="sub-folders of --data-dir to score (default: Set5 Set14)")
+    p.add_argument("--scales", nargs="+", type=int, choices=(2, 3, 4), default=[2, 3, 4],
+                   help="upscaling factors (default: 2 3 4)")
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
+                   help=f"LR frame sizes WxH to stream (default: {' '.join(DEFAULT_SIZES)})")
+    p.add_argument("--threads", nargs="+", type=positive(int), default=sorted({1, os.cpu_count() or 1}),
+                   help="thread counts to stream with (default: 1 and all cores)")
     p.add_argument("--models", nargs="+", help="artifact names to include (default: all shipped)")
     p.add_argument("--opencv-models", help="folder with OpenCV dnn_superres .pb models to compare")
-    p.add_argument("--seconds", type=positive(float), default=2.0, help="stream time per configuration")
-    p.add_argument("--target-fps", type=positive(float), default=24.0)
-    p.add_argument("--out", default="reports/bench", help="folder for report.json and report.html")
+    p.add_argument("--seconds", type=positive(float), default=2.0,
+                   help="stream time per configuration (default: 2)")
+    p.add_argument("--target-fps", type=positive(float), default=24.0,
+                   help="the throughput each configuration is checked against (default: 24)")
+    p.add_argument("--out", default="reports/bench", help="folder for report.json and report.html (default: reports/bench)")
     return p
 
 

@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
-        raise CliError(f"{message} (see edge-sr --help)")
+        raise CliError(f"{message} (see {self.prog} --help)")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -56,3 +56,11 @@ def test_bench_with_an_opencv_models_folder_without_models_is_a_clear_error(tmp_
                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()  # refused before measuring
+
+
+def test_a_bad_bench_flag_points_at_bench_help(tmp_path):
+    run = subprocess.run([PYTHON, "-m", "edge_runtime", "bench", "--scales", "7", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "edge-sr: error: argument --scales: invalid choice: 7 (choose from 2, 3, 4) (see edge-sr bench --help)"]
