@@ -21,7 +21,7 @@ EXAMPLES = """examples:
   edge-sr --camera --scale 2                 Pi camera (picamera2) or the first V4L2/USB camera
   edge-sr --camera /dev/video2 --size 640x480 --serve 8080
   edge-sr --video in.mp4 --output out.mp4 --model fsrcnn --precision int8
-  edge-sr --images photos/ --scale 3 --report report.json
+  edge-sr --images photos/ --scale 3 --output photos_x3/ --report report.json
   edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
 """
 
@@ -90,7 +90,8 @@ def stream_parser() -> argparse.ArgumentParser:
     run.add_argument("--frames", type=positive(int), help="stop after N frames")
     run.add_argument("--seconds", type=positive(float), help="stop after S seconds")
     out = p.add_argument_group("output")
-    out.add_argument("--output", metavar="FILE", help="write the upscaled video (e.g. out.mp4)")
+    out.add_argument("--output", metavar="FILE|DIR/",
+                     help="write the upscaled video (e.g. out.mp4), or images into a folder (a path ending in /)")
     out.add_argument("--display", action="store_true", help="show an OpenCV window")
     out.add_argument("--serve", type=parse_serve, metavar="[HOST:]PORT", help="live page, bicubic vs SR (127.0.0.1 unless HOST)")
     out.add_argument("--token", help="require ?token=TOKEN on the live page")
@@ -146,7 +147,7 @@ def _fastest_default(candidates):
 
 def stream(argv: list[str]) -> int:
     from edge_runtime.pipeline import Pipeline
-    from edge_runtime.sinks import DisplaySink, VideoFileSink
+    from edge_runtime.sinks import DisplaySink, ImageFolderSink, VideoFileSink, is_folder
     from edge_runtime.stats import StreamStats
 
     args = stream_parser().parse_args(argv)
@@ -162,7 +163,9 @@ def stream(argv: list[str]) -> int:
     try:
         size = source.size
         upscalers, info = pick_model(args, size, log)
-        if args.output:
+        if args.output and is_folder(args.output):
+            sinks.append(ImageFolderSink(args.output, inputs=args.images))
+        elif args.output:
             sinks.append(VideoFileSink(args.output, getattr(source, "fps", 30.0)))
         if args.display:
             sinks.append(DisplaySink())

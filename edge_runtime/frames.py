@@ -32,7 +32,7 @@ def ycrcb_to_bgr(ycrcb: np.ndarray) -> np.ndarray:
 class Frame:
     """One captured frame. `chroma` is HxWx2 (Cr, Cb) at any size, or None for greyscale.
     `truth` is the HR BGR image when the source knows it (the demo scene) and `truth_y` its Y plane,
-    for live PSNR."""
+    for live PSNR. `name` is the file it came from, for sources that read files one per frame."""
 
     y: np.ndarray
     chroma: np.ndarray | None
@@ -40,10 +40,11 @@ class Frame:
     captured: float = field(default_factory=time.perf_counter)
     truth: np.ndarray | None = None
     truth_y: np.ndarray | None = None
+    name: str | None = None
 
     @classmethod
     def from_bgr(cls, bgr: np.ndarray, index: int, truth: np.ndarray | None = None,
-                 truth_y: np.ndarray | None = None) -> "Frame":
+                 truth_y: np.ndarray | None = None, name: str | None = None) -> "Frame":
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
         ycrcb = bgr_to_ycrcb(bgr)
@@ -51,7 +52,7 @@ class Frame:
         # strided copies, at 640x360 0.8 ms of the capture thread's 1.7
         y, chroma = np.empty(bgr.shape[:2], np.uint8), np.empty((*bgr.shape[:2], 2), np.uint8)
         cv2.mixChannels([ycrcb], [y, chroma], [0, 0, 1, 1, 2, 2])
-        return cls(y=y, chroma=chroma, index=index, truth=truth, truth_y=truth_y)
+        return cls(y=y, chroma=chroma, index=index, truth=truth, truth_y=truth_y, name=name)
 
     def to_bgr(self) -> np.ndarray:
         return compose(self.y, self.chroma)

@@ -1,4 +1,5 @@
-"""Where upscaled frames go: a video file (written to a temp file, renamed when complete) or a window."""
+"""Where upscaled frames go: a video file (written to a temp file, renamed when complete), a folder of
+images (each written to a temp file, then renamed) or a window."""
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ class VideoFileSink:
             self.writer, self.size = self.open((w, h)), (w, h)
         elif (w, h) != self.size:  # OpenCV would drop the frame without a word
             raise SinkError(f"cannot write a {w}x{h} frame into {self.path}, whose frames are {self.size[0]}x{self.size[1]} "
-                            "(images of different sizes: give them one with --size WxH)")
+                            "(images of different sizes: give them one with --size WxH, or write images with --output DIR/)")
         self.writer.write(result.sr_bgr)
 
     def close(self, complete: bool = True) -> None:
@@ -55,6 +56,39 @@ class VideoFileSink:
                 os.replace(self.tmp, self.path)
             else:
                 self.tmp.unlink(missing_ok=True)
+
+
+def is_folder(output: str) -> bool:
+    """`--output` names a folder of images when it ends in a separator or is an existing folder."""
+    return output.endswith(("/", os.sep)) or Path(output).is_dir()
+
+
+class ImageFolderSink:
+    """One image per frame: a frame read from a file keeps that file's name (and so its format), any
+    other frame becomes frame_000000.png and on. Each image is complete on disk or absent."""
+
+    def __init__(self, folder: str, inputs: str | None = None):
+        self.folder = Path(folder)
+        if inputs is not None and self.folder.resolve() == Path(inputs).resolve():
+            raise SinkError(f"--output {folder} is the input folder: the upscaled images would replace the originals")
+        if not self.folder.parent.is_dir():
+            raise SinkError(f"output folder does not exist: {self.folder.parent}")
+        check_writable(self.folder)
+        self.written = 0
+
+    def write(self, result, stats) -> None:
+        self.folder.mkdir(exist_ok=True)  # at the first frame: a stream that fails before it leaves nothing
+        name = result.frame.name or f"frame_{result.frame.index:06d}.png"
+        path = self.folder / name
+        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        if not cv2.imwrite(str(tmp), result.sr_bgr):
+            tmp.unlink(missing_ok=True)
+            raise SinkError(f"cannot write image {path}")
+        os.replace(tmp, path)
+        self.written += 1
+
+    def close(self, complete: bool = True) -> None:
+        pass
 
 
 class DisplaySink:

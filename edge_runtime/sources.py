@@ -78,7 +78,7 @@ class ImageFolderSource:
             self.index += 1
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:
-                return Frame.from_bgr(_resize_to(bgr, self.resize), self.index - 1)
+                return Frame.from_bgr(_resize_to(bgr, self.resize), self.index - 1, name=path.name)
         return None
 
     def close(self) -> None:

@@ -76,7 +76,7 @@ def test_images_of_different_sizes_go_into_a_video_only_at_one_size(tmp_path):
     out = tmp_path / "out.avi"
     run = edge_sr("--images", str(photos), "--model", "fsrcnn-s", "--backend", "onnxruntime", "--output", str(out),
                   "--threads", "1", "--quiet")
-    assert run.returncode == 2 and "images of different sizes: give them one with --size WxH" in run.stderr
+    assert run.returncode == 2 and "images of different sizes: give them one with --size WxH, or write images" in run.stderr
     assert "Traceback" not in run.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
     run = edge_sr("--images", str(photos), "--model", "fsrcnn-s", "--backend", "onnxruntime", "--output", str(out),
                   "--size", "40x30", "--threads", "1", "--quiet")
@@ -85,6 +85,39 @@ def test_images_of_different_sizes_go_into_a_video_only_at_one_size(tmp_path):
     while capture.read()[0]:
         frames += 1
     assert frames == 3
+
+
+def test_images_into_a_folder_keep_their_names_formats_and_own_sizes(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {"a.png": (30, 41), "b.jpg": (26, 50), "c.bmp": (17, 23)}
+    for i, (name, (h, w)) in enumerate(sizes.items()):
+        cv2.imwrite(str(photos / name), textured_image(h, w, seed=i))
+    run = edge_sr("--images", str(photos), "--scale", "3", "--model", "fsrcnn-s", "--backend", "onnxruntime",
+                  "--output", str(tmp_path / "x3") + "/", "--threads", "1", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "x3").iterdir()) == sorted(sizes)  # no temp files left
+    for name, (h, w) in sizes.items():
+        upscaled = cv2.imread(str(tmp_path / "x3" / name), cv2.IMREAD_UNCHANGED)
+        assert upscaled.shape == (3 * h, 3 * w, 3)
+    assert (tmp_path / "x3" / "b.jpg").read_bytes()[:2] == b"\xff\xd8"  # still a JPEG
+
+
+def test_stream_frames_into_a_folder_are_numbered_pngs(tmp_path):
+    run = edge_sr("--demo", "--frames", "3", "--model", "fsrcnn-s", "--backend", "onnxruntime",
+                  "--output", str(tmp_path / "frames") + "/", *SMALL)
+    assert run.returncode == 0, run.stderr
+    names = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert names == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    assert cv2.imread(str(tmp_path / "frames" / names[0])).shape == (128, 192, 3)  # 96x64 at x2
+
+
+def test_images_are_never_written_over_their_originals(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), textured_image(20, 20, seed=0))
+    before = (tmp_path / "a.png").read_bytes()
+    run = edge_sr("--images", str(tmp_path), "--model", "fsrcnn-s", "--output", str(tmp_path), "--threads", "1")
+    assert run.returncode == 2 and "is the input folder" in run.stderr and "Traceback" not in run.stderr
+    assert (tmp_path / "a.png").read_bytes() == before
 
 
 def test_auto_picks_a_shipped_model_and_says_which():
