@@ -175,7 +175,8 @@ def stream(argv: list[str]) -> int:
             server = LiveServer(*args.serve, token=args.token)
             sinks.append(server)
             log(f"live page: {server.url}")
-        stats = StreamStats(args.target_fps)
+        known = [n for n in (source.frame_count, args.frames) if n]
+        stats = StreamStats(args.target_fps, total=min(known) if known else None)
         pipeline = Pipeline(source, upscalers, args.scale, sinks, stats, args.frames, args.seconds,
                             status=None if args.quiet else sys.stderr)
         summary = pipeline.run()

@@ -55,6 +55,7 @@ class DemoSource:
 
     live = False
     name = "demo"
+    frame_count = None  # endless
 
     def __init__(self, size: tuple[int, int] = (640, 480), scale: int = 2, fps: float = 30.0):
         w, h = size

@@ -2,7 +2,7 @@
 
 Each has `read() -> Frame | None` (None: the source has ended), `close()`, `size` (w, h of its
 frames), `fps`, `live` (a live source may have frames dropped to keep latency low; a file never
-does) and `name`.
+does), `name` and `frame_count` (how many frames it holds: known for files, None for a camera).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class VideoSource:
             self.capture.release()
             raise SourceError(f"cannot read video {path} (not a video OpenCV can decode)")
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None  # from the container: a hint
         self.resize = size
         self.size = size or (first.shape[1], first.shape[0])
         self.pending, self.index = first, 0
@@ -67,6 +68,7 @@ class ImageFolderSource:
         except FileNotFoundError as err:
             raise SourceError(str(err)) from None
         self.resize, self.index, self.fps = size, 0, 30.0
+        self.frame_count = len(self.files)
         first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
         if first is None:
             raise SourceError(f"cannot read image {self.files[0]}")
@@ -90,6 +92,7 @@ class OpenCVCamera:
     within CAMERA_RECONNECT_SECONDS with a clear error."""
 
     live = True
+    frame_count = None
 
     def __init__(self, device: int | str = 0, size: tuple[int, int] | None = None):
         self.device, self.resize, self.index = device, size, 0
@@ -134,6 +137,7 @@ class PiCamera:
 
     live = True
     name = "picamera2"
+    frame_count = None
 
     def __init__(self, size: tuple[int, int] = (640, 480), camera=None):
         if camera is None:

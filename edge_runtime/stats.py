@@ -16,8 +16,9 @@ STAGES = ("capture", "sr", "output")
 
 
 class StreamStats:
-    def __init__(self, target_fps: float):
-        self.target_fps = target_fps
+    def __init__(self, target_fps: float, total: int | None = None):
+        """`total`: the frames the stream will have, when known (a file, --frames), for progress and time left."""
+        self.target_fps, self.total = target_fps, total
         self.lock = threading.Lock()
         self.frames = 0
         self.dropped = 0
@@ -80,7 +81,15 @@ class StreamStats:
             psnr = f" | PSNR {self.psnr_sr[-1]:.2f} dB (bicubic {self.psnr_bicubic[-1]:.2f})" if self.psnr_sr else ""
             frames, dropped = self.frames, self.dropped
         return (f"{fps:6.1f} fps [{self.verdict(fps)} vs {self.target_fps:g}] | {stages} | "
-                f"frames {frames} dropped {dropped}{psnr}")
+                f"frames {self._progress(frames, fps)} dropped {dropped}{psnr}")
+
+    def _progress(self, frames: int, fps: float) -> str:
+        """`120`, or with a known total `120/900 (13%, 0:32 left)`."""
+        if not self.total or frames > self.total:
+            return str(frames)
+        seconds = int((self.total - frames) / fps) if fps and frames < self.total else None
+        left = f", {seconds // 60}:{seconds % 60:02d} left" if seconds is not None else ""
+        return f"{frames}/{self.total} ({100 * frames // self.total}%{left})"
 
     def summary(self) -> dict:
         fps = self.mean_fps()

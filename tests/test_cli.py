@@ -68,6 +68,16 @@ def test_image_folder_stream(tmp_path):
     assert run.stdout.startswith("3 frames")
 
 
+def test_the_status_line_counts_down_a_source_of_known_length(tmp_path):
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), textured_image(30, 41, seed=i))
+    run = edge_sr("--images", str(tmp_path), "--model", "fsrcnn-s", "--threads", "1")
+    assert run.returncode == 0, run.stderr
+    assert "frames 4/4 (100%" in run.stderr
+    run = edge_sr("--demo", "--frames", "3", "--model", "fsrcnn-s", "--size", "96x64", "--threads", "1")
+    assert run.returncode == 0 and "frames 3/3 (100%" in run.stderr, run.stderr
+
+
 def test_images_of_different_sizes_go_into_a_video_only_at_one_size(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()

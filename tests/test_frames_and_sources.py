@@ -42,7 +42,7 @@ def test_video_source_reads_a_real_video_file(tmp_path):
     writer.release()
     source = VideoSource(str(path))
     frames = [source.read() for _ in range(6)]
-    assert source.size == (64, 48)
+    assert source.size == (64, 48) and source.frame_count == 5
     assert [f is None for f in frames] == [False] * 5 + [True]
 
 
