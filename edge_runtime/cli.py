@@ -155,6 +155,9 @@ def stream(argv: list[str]) -> int:
         raise CliError("--token only applies with --serve")
     if args.serve and args.serve[0] not in ("127.0.0.1", "localhost", "::1") and not args.token:
         raise CliError("--serve on a non-loopback host needs --token (the page would be open to the network)")
+    original = args.video or args.images
+    if args.output and original and Path(args.output).resolve() == Path(original).resolve():
+        raise CliError(f"--output {args.output} is the input: the upscaled output would replace the original")
     if args.report:
         check_writable(Path(args.report).parent)  # before the stream, not after it
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
@@ -164,7 +167,7 @@ def stream(argv: list[str]) -> int:
         size = source.size
         upscalers, info = pick_model(args, size, log)
         if args.output and is_folder(args.output):
-            sinks.append(ImageFolderSink(args.output, inputs=args.images))
+            sinks.append(ImageFolderSink(args.output))
         elif args.output:
             sinks.append(VideoFileSink(args.output, getattr(source, "fps", 30.0)))
         if args.display:

@@ -67,10 +67,8 @@ class ImageFolderSink:
     """One image per frame: a frame read from a file keeps that file's name (and so its format), any
     other frame becomes frame_000000.png and on. Each image is complete on disk or absent."""
 
-    def __init__(self, folder: str, inputs: str | None = None):
+    def __init__(self, folder: str):
         self.folder = Path(folder)
-        if inputs is not None and self.folder.resolve() == Path(inputs).resolve():
-            raise SinkError(f"--output {folder} is the input folder: the upscaled images would replace the originals")
         if not self.folder.parent.is_dir():
             raise SinkError(f"output folder does not exist: {self.folder.parent}")
         check_writable(self.folder)

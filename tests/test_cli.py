@@ -39,13 +39,17 @@ def test_demo_stream_writes_a_report_with_fps_and_psnr_above_bicubic(tmp_path):
     assert set(data["latency_ms"]) == {"mean", "p50", "p90", "p99"}
 
 
+def write_video(path, frames: int, size=(72, 40)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12, size)
+    for i in range(frames):
+        writer.write(textured_image(size[1], size[0], seed=i))
+    writer.release()
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
 def test_video_in_video_out_has_every_frame_at_scale_times_the_size(tmp_path, backend):
     src, out = tmp_path / "in.avi", tmp_path / "out.avi"
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 12, (72, 40))
-    for i in range(9):
-        writer.write(textured_image(40, 72, seed=i))
-    writer.release()
+    write_video(src, frames=9)
     run = edge_sr("--video", str(src), "--output", str(out), "--model", "fsrcnn-s", "--backend", backend,
                   "--threads", "1", "--quiet")
     assert run.returncode == 0, run.stderr
@@ -122,12 +126,15 @@ def test_stream_frames_into_a_folder_are_numbered_pngs(tmp_path):
     assert cv2.imread(str(tmp_path / "frames" / names[0])).shape == (128, 192, 3)  # 96x64 at x2
 
 
-def test_images_are_never_written_over_their_originals(tmp_path):
+def test_the_output_is_never_written_over_the_input(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), textured_image(20, 20, seed=0))
-    before = (tmp_path / "a.png").read_bytes()
-    run = edge_sr("--images", str(tmp_path), "--model", "fsrcnn-s", "--output", str(tmp_path), "--threads", "1")
-    assert run.returncode == 2 and "is the input folder" in run.stderr and "Traceback" not in run.stderr
-    assert (tmp_path / "a.png").read_bytes() == before
+    write_video(tmp_path / "clip.avi", frames=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for source, given, output in [("--images", tmp_path, tmp_path), ("--images", tmp_path, f"{tmp_path}/"),
+                                  ("--video", tmp_path / "clip.avi", tmp_path / "sub" / ".." / "clip.avi")]:
+        run = edge_sr(source, str(given), "--model", "fsrcnn-s", "--output", str(output), "--threads", "1")
+        assert run.returncode == 2 and "is the input" in run.stderr and "Traceback" not in run.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_auto_picks_a_shipped_model_and_says_which():
