@@ -15,6 +15,7 @@ import numpy as np
 
 from edge_runtime.cpu import int8_pair_sums_saturate
 from edge_runtime.errors import BackendError
+from edge_runtime.frames import Frame, compose
 
 BACKENDS = ("onnxruntime", "litert")
 
@@ -51,13 +52,19 @@ def pad_to_even(y: np.ndarray) -> np.ndarray:
 
 
 class Upscaler:
-    """`run(y)`: float HR Y (for measuring PSNR); `upscale(y)`: uint8 HR Y (for streaming)."""
+    """`run(y)`: float HR Y (for measuring PSNR); `upscale(y)`: uint8 HR Y (for streaming);
+    `upscale_bgr(image)`: a whole BGR image, as the stream upscales a frame."""
 
     def run(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def upscale(self, y: np.ndarray) -> np.ndarray:
         return to_uint8(self.run(y))
+
+    def upscale_bgr(self, image: np.ndarray) -> np.ndarray:
+        """BGR (or grey) uint8 -> BGR uint8 at scale x the size: Y through the net, chroma bilinear."""
+        frame = Frame.from_bgr(image, 0)
+        return compose(self.upscale(frame.y), frame.chroma)
 
 
 # x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) run ONNX Runtime's U8S8 INT8 convs with VPMADDUBSW, whose

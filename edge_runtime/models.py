@@ -93,10 +93,33 @@ def resolve(model: str, scale: int, precision: str | None, backend: str | None,
     return candidates
 
 
+def default_form(candidates: list[Artifact]) -> Artifact:
+    """A family with no precision/backend given: INT8 on LiteRT, the form the benchmarks ship as fastest."""
+    order = {("int8", "litert"): 0, ("int8", "onnxruntime"): 1, ("fp32", "onnxruntime"): 2, ("fp32", "litert"): 3}
+    return min(candidates, key=lambda a: order.get((a.precision, a.backend), 9))
+
+
 def open_model(path: Path, scale: int, threads: int, backend: str | None = None):
     upscaler = load_upscaler(path, threads, backend)
     check_scale(upscaler, path, scale)
     return upscaler
+
+
+def open_shipped(model: str = "fsrcnn-s", scale: int = 2, precision: str | None = None, backend: str | None = None,
+                 threads: int = 0):
+    """An upscaler for code that embeds edge-sr: a family (its fastest form unless `precision` or `backend`
+    chooses) or a .onnx/.tflite file, the same choices as the CLI's `--model` but `auto`, which measures.
+
+        sr = open_shipped("fsrcnn-s", scale=2)
+        hr_bgr = sr.upscale_bgr(cv2.imread("photo.png"))
+    """
+    if model == "auto":
+        raise BackendError("open_shipped takes a family or a model file; auto measures a stream (edge-sr --model auto)")
+    choice = resolve(model, scale, precision, backend)
+    if isinstance(choice, Path):
+        return open_model(choice, scale, threads, backend)
+    artifact = choice[0] if precision or backend else default_form(choice)
+    return open_model(artifact.path, scale, threads, artifact.backend)
 
 
 def default_workers(threads: int) -> int:

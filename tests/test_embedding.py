@@ -1,0 +1,35 @@
+"""edge-sr used as a library: open a shipped model, hand it a BGR image, get the upscaled BGR image."""
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime import metrics
+from edge_runtime.errors import BackendError
+from edge_runtime.models import MODELS_DIR, open_shipped
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_an_embedded_model_upscales_a_colour_photo_above_bicubic(data_dir, backend):
+    hr = metrics.modcrop(cv2.imread(str(data_dir / "Set5" / "butterfly.png")), 3)
+    lr = metrics.imresize(hr, 1 / 3)
+    sr = open_shipped("fsrcnn-s", scale=3, backend=backend, threads=1).upscale_bgr(lr)
+    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    y = lambda bgr: metrics.rgb_to_y(bgr[..., ::-1])  # noqa: E731
+    bicubic = cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+    assert metrics.psnr(y(sr), y(hr), 3) > metrics.psnr(y(bicubic), y(hr), 3) + 1.0
+    assert np.abs(sr.astype(int).mean(axis=(0, 1)) - hr.astype(int).mean(axis=(0, 1))).max() < 3  # colour kept
+
+
+def test_an_embedded_model_takes_grey_images_and_model_files():
+    sr = open_shipped(str(MODELS_DIR / "fsrcnn_x2_fp32.onnx"), scale=2, threads=1)
+    out = sr.upscale_bgr(np.full((10, 7), 128, np.uint8))
+    assert out.shape == (20, 14, 3) and np.abs(out.astype(int) - 128).max() <= 2
+
+
+def test_an_embedded_model_refuses_what_it_cannot_open():
+    with pytest.raises(BackendError, match="no shipped model for fsrcnn x5"):
+        open_shipped("fsrcnn", scale=5)
+    with pytest.raises(BackendError, match="auto measures a stream"):
+        open_shipped("auto")
+    with pytest.raises(BackendError, match="upscales x2, but --scale is 3"):
+        open_shipped(str(MODELS_DIR / "fsrcnn_x2_fp32.onnx"), scale=3)
