@@ -7,6 +7,9 @@ compute, so the stream pipeline can overlap capture, SR and output in threads.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -118,6 +121,29 @@ class OnnxUpscaler(Upscaler):
         return out[:h * scale, :w * scale]
 
 
+DELEGATE_BANNER = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextmanager
+def _without_delegate_banner():
+    """LiteRT's C++ prints DELEGATE_BANNER on stderr at an interpreter's first allocation, with no Python
+    switch to turn it off: stderr's file descriptor goes to a temp file meanwhile, and every other line
+    written there is passed on afterwards, so an error is delayed, never lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if line.strip() != DELEGATE_BANNER]
+            sys.stderr.write("".join(kept))
+
+
 def _litert_interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -167,7 +193,11 @@ class LiteRTUpscaler(Upscaler):
     def _allocate(self, h: int, w: int) -> tuple[int, int]:
         """Resize to h x w; returns the output's height and width."""
         self.interpreter.resize_tensor_input(self.input["index"], [1, h, w, 1])
-        self.interpreter.allocate_tensors()
+        if self.shape is None:  # the first allocation applies the XNNPACK delegate
+            with _without_delegate_banner():
+                self.interpreter.allocate_tensors()
+        else:
+            self.interpreter.allocate_tensors()
         return tuple(self.interpreter.get_output_details()[0]["shape"][1:3])
 
     def _takes_odd_sizes(self) -> bool:

@@ -1,8 +1,12 @@
 """edge-sr used as a library: open a shipped model, hand it a BGR image, get the upscaled BGR image."""
+import subprocess
+import textwrap
+
 import cv2
 import numpy as np
 import pytest
 
+from conftest import PYTHON, ROOT
 from edge_runtime import metrics
 from edge_runtime.errors import BackendError
 from edge_runtime.models import MODELS_DIR, open_shipped
@@ -33,3 +37,17 @@ def test_an_embedded_model_refuses_what_it_cannot_open():
         open_shipped("auto")
     with pytest.raises(BackendError, match="upscales x2, but --scale is 3"):
         open_shipped(str(MODELS_DIR / "fsrcnn_x2_fp32.onnx"), scale=3)
+
+
+def test_litert_says_nothing_on_stderr_but_what_else_is_written_there_gets_through():
+    code = textwrap.dedent("""
+        import os
+        import numpy as np
+        from edge_runtime.backends import _without_delegate_banner
+        from edge_runtime.models import open_shipped
+        open_shipped("fsrcnn-s", scale=2, backend="litert", threads=1).upscale_bgr(np.zeros((8, 8, 3), np.uint8))
+        with _without_delegate_banner():
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nan error of the runtime\\n")
+    """)
+    run = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0 and run.stderr == "an error of the runtime\n"
