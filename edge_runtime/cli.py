@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   edge-sr --camera /dev/video2 --size 640x480 --serve 8080
   edge-sr --video in.mp4 --output out.mp4 --model fsrcnn --precision int8
   edge-sr --images photos/ --scale 3 --output photos_x3/ --report report.json
+  edge-sr --video in.mp4 --psnr --report report.json   PSNR of SR on your own frames (each shrunk, then upscaled)
   edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
 """
 
@@ -89,6 +90,9 @@ def stream_parser() -> argparse.ArgumentParser:
                      help="the throughput the stream is checked against (default: 24)")
     run.add_argument("--frames", type=positive(int), help="stop after N frames")
     run.add_argument("--seconds", type=positive(float), help="stop after S seconds")
+    run.add_argument("--psnr", action="store_true",
+                     help="score PSNR on these frames: each is shrunk by --scale first and the SR output compared "
+                          "with the original (the demo is always scored)")
     out = p.add_argument_group("output")
     out.add_argument("--output", metavar="FILE|DIR/",
                      help="write the upscaled video (e.g. out.mp4), or images into a folder (a path ending in /)")
@@ -107,14 +111,18 @@ def open_source(args):
     if len(chosen) != 1:
         raise CliError("choose exactly one source: --camera, --video FILE, --images DIR or --demo")
     if args.demo:
+        if args.psnr:
+            raise CliError("--demo is always scored against its own truth; drop --psnr")
         from edge_runtime.demo import DemoSource
 
         return DemoSource(args.size or (640, 480), args.scale)
     if args.video:
-        return sources.VideoSource(args.video, args.size)
-    if args.images:
-        return sources.ImageFolderSource(args.images, args.size)
-    return sources.open_camera(None if args.camera == "auto" else args.camera, args.size)
+        source = sources.VideoSource(args.video, args.size)
+    elif args.images:
+        source = sources.ImageFolderSource(args.images, args.size)
+    else:
+        source = sources.open_camera(None if args.camera == "auto" else args.camera, args.size)
+    return sources.ShrunkSource(source, args.scale) if args.psnr else source
 
 
 def pick_model(args, size: tuple[int, int], log):

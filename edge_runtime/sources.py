@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_runtime.errors import SourceError
 from edge_runtime.frames import Frame
-from edge_runtime.metrics import image_files
+from edge_runtime.metrics import image_files, imresize, modcrop
 
 CAMERA_RECONNECT_SECONDS = 2.0
 
@@ -183,6 +183,30 @@ class PiCamera:
     def close(self) -> None:
         self.camera.stop()
         self.camera.close()
+
+
+class ShrunkSource:
+    """Another source's frames taken as the truth: each is shrunk by `scale` as the evaluation protocol
+    shrinks a test image (modcrop, MATLAB bicubic on Y; chroma by area) and handed on with that truth, so
+    the stream scores PSNR on real content, a camera's included. The shrinking runs in the capture thread."""
+
+    def __init__(self, source, scale: int):
+        self.source, self.scale = source, scale
+        self.size = (source.size[0] // scale, source.size[1] // scale)
+        self.name = f"{source.name} shrunk x{scale}"
+        self.fps, self.live, self.frame_count = source.fps, source.live, source.frame_count
+
+    def read(self) -> Frame | None:
+        frame = self.source.read()
+        if frame is None:
+            return None
+        truth_y = modcrop(frame.y, self.scale)
+        lr_y = imresize(truth_y, 1.0 / self.scale)
+        chroma = None if frame.chroma is None else cv2.resize(frame.chroma, lr_y.shape[::-1], interpolation=cv2.INTER_AREA)
+        return Frame(y=lr_y, chroma=chroma, index=frame.index, truth_y=truth_y, name=frame.name)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def open_camera(device: str | None, size: tuple[int, int] | None):

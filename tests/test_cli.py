@@ -137,6 +137,32 @@ def test_the_output_is_never_written_over_the_input(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+@pytest.mark.parametrize("model, scale, precision, backend", [("fsrcnn-s", 3, "int8", "litert"),
+                                                               ("fsrcnn", 2, "fp32", "onnxruntime")])
+def test_psnr_on_a_folder_of_set5_reproduces_the_model_cards_figure(tmp_path, data_dir, model, scale, precision, backend):
+    """The stream's path (BGR frames, Y through the artifact, uint8 output) scores what the evaluation did."""
+    report = tmp_path / "report.json"
+    run = edge_sr("--images", str(data_dir / "Set5"), "--psnr", "--scale", str(scale), "--model", model,
+                  "--precision", precision, "--backend", backend, "--threads", "1", "--quiet", "--report", str(report))
+    assert run.returncode == 0, run.stderr
+    scored = json.loads(report.read_text())
+    card_psnr = artifact(f"{model}_x{scale}_{precision}.{'tflite' if backend == 'litert' else 'onnx'}").set5_psnr()
+    assert scored["psnr"]["frames"] == 5 and abs(scored["psnr"]["sr"] - card_psnr) < 0.05
+
+
+def test_psnr_scores_a_real_video_above_bicubic_and_the_demo_needs_no_flag(tmp_path):
+    write_video(tmp_path / "clip.avi", frames=4, size=(96, 64))
+    report = tmp_path / "report.json"
+    run = edge_sr("--video", str(tmp_path / "clip.avi"), "--psnr", "--model", "fsrcnn-s", "--threads", "1", "--quiet",
+                  "--report", str(report))
+    assert run.returncode == 0, run.stderr
+    scored = json.loads(report.read_text())
+    assert scored["size"] == [48, 32] and scored["psnr"]["frames"] == 4
+    assert scored["psnr"]["sr"] > scored["psnr"]["bicubic_opencv"]
+    run = edge_sr("--demo", "--psnr", *SMALL)
+    assert run.returncode == 2 and "drop --psnr" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_auto_picks_a_shipped_model_and_says_which():
     run = edge_sr("--demo", "--frames", "3", "--model", "auto", "--size", "64x48", "--threads", "1",
                   "--target-fps", "1")

@@ -7,7 +7,7 @@ from edge_runtime import metrics
 from edge_runtime.demo import DemoSource
 from edge_runtime.frames import Frame, bgr_to_ycrcb, compose
 from edge_runtime.errors import SourceError
-from edge_runtime.sources import ImageFolderSource, PiCamera, VideoSource, open_camera
+from edge_runtime.sources import ImageFolderSource, PiCamera, ShrunkSource, VideoSource, open_camera
 
 
 def test_frame_y_is_the_bt601_y_the_models_were_trained_on():
@@ -44,6 +44,17 @@ def test_video_source_reads_a_real_video_file(tmp_path):
     frames = [source.read() for _ in range(6)]
     assert source.size == (64, 48) and source.frame_count == 5
     assert [f is None for f in frames] == [False] * 5 + [True]
+
+
+def test_a_shrunk_source_hands_on_the_protocols_lr_frame_with_its_truth(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), textured_image(31, 44, seed=2))
+    original = ImageFolderSource(str(tmp_path)).read()
+    shrunk = ShrunkSource(ImageFolderSource(str(tmp_path)), 3)
+    frame = shrunk.read()
+    assert shrunk.size == (14, 10) and frame.name == "a.png" and shrunk.read() is None
+    assert np.array_equal(frame.truth_y, original.y[:30, :42])  # modcrop to a multiple of 3
+    assert np.array_equal(frame.y, metrics.imresize(original.y[:30, :42], 1 / 3))
+    assert frame.chroma.shape == (10, 14, 2)
 
 
 def test_unreadable_video_and_empty_folder_are_clear_errors(tmp_path):
