@@ -72,7 +72,6 @@ class ImageFolderSink:
         if not self.folder.parent.is_dir():
             raise SinkError(f"output folder does not exist: {self.folder.parent}")
         check_writable(self.folder)
-        self.written = 0
 
     def write(self, result, stats) -> None:
         self.folder.mkdir(exist_ok=True)  # at the first frame: a stream that fails before it leaves nothing
@@ -83,7 +82,6 @@ class ImageFolderSink:
             tmp.unlink(missing_ok=True)
             raise SinkError(f"cannot write image {path}")
         os.replace(tmp, path)
-        self.written += 1
 
     def close(self, complete: bool = True) -> None:
         pass
