@@ -8,8 +8,23 @@ export EDGE_SR_DATA ?= $(abspath $(DATA))
 STAMP := $(VENV)/.installed
 PEERS ?= ../shared/peers/opencv_dnn_superres
 
-.PHONY: install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast train train-x3 train-transfer evaluate quantize bench benchmarks \
         wheelhouse deploy-pi pi-report deploy-fleet fleet-inventory undeploy-pi standin-pi standin-clean clean
+
+help:
+	@echo "make demo        create .venv, install, stream the built-in demo scene for 5 s (reports/demo.json)"
+	@echo "make test        the whole test suite (what CI runs); make test-fast skips the slow tests"
+	@echo "make install     only create .venv and install (pins: constraints.txt)"
+	@echo "make train       FSRCNN and FSRCNN-s: x3 from scratch, then x2 and x4 by transfer (TRAINING.md)"
+	@echo "make evaluate    Set5/Set14 PSNR/SSIM of the shipped weights -> results/evaluation.json, README"
+	@echo "make quantize    FP32 and INT8 ONNX/TFLite artifacts with model cards -> edge_runtime/models/"
+	@echo "make bench       edge-sr bench on this machine, with OpenCV's models (reports/bench/)"
+	@echo "make benchmarks  the speed measurements behind the README's tables (BENCHMARKS.md)"
+	@echo "make deploy-pi PI=user@host   wheelhouse, release and service on a Pi (deploy/README.md)"
+	@echo "make pi-report PI=user@host   on-device fps/PSNR report -> reports/<host>/"
+	@echo "make deploy-fleet INVENTORY=hosts.ini   deploy-pi and pi-report for every host"
+	@echo "DATA=/path (or EDGE_SR_DATA) points at the data sets; default $(DATA)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

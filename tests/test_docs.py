@@ -51,3 +51,13 @@ def test_relative_links_in_the_docs_lead_to_files():
             if "://" in target:
                 continue
             assert (doc.parent / target).exists(), (doc.name, target)
+
+
+def test_plain_make_lists_targets_that_all_exist():
+    listed = subprocess.run(["make", "--no-print-directory"], capture_output=True, text=True, cwd=ROOT)
+    assert listed.returncode == 0 and "make demo" in listed.stdout
+    targets = sorted(set(re.findall(r"^make ([a-z-]+)", listed.stdout, re.M)))
+    assert {"demo", "test", "train", "evaluate", "quantize", "deploy-pi"} <= set(targets)
+    database = subprocess.run(["make", "-pRrq", "-f", "Makefile", ":"], capture_output=True, text=True, cwd=ROOT).stdout
+    defined = set(re.findall(r"^([a-z][a-z-]*):", database, re.M))
+    assert set(targets) <= defined, set(targets) - defined
