@@ -135,7 +135,7 @@ class Pipeline:
             bicubic = cv2.resize(frame.y, (w, h), interpolation=cv2.INTER_CUBIC)
             scores = (psnr(sr_y, truth_y, self.scale), psnr(bicubic, truth_y, self.scale))
         self.stats.stage("output", (time.perf_counter() - t0) * 1000)
-        self.stats.frame_out(frame.captured, scores)
+        self.stats.frame_out(frame.captured, scores, frame.name)
 
     def run(self) -> dict:
         """Stream until the source ends, the frame/second limit, Ctrl-C or an error; returns the summary."""

@@ -30,6 +30,7 @@ class StreamStats:
         self.psnr_sr: deque[float] = deque(maxlen=WINDOW)
         self.psnr_bicubic: deque[float] = deque(maxlen=WINDOW)
         self.psnr_sums = [0.0, 0.0, 0]  # SR, bicubic, count: whole-run means
+        self.psnr_by_file: dict[str, tuple[float, float]] = {}  # frames read from files: one entry per file
 
     def stage(self, name: str, ms: float) -> None:
         with self.lock:
@@ -39,7 +40,7 @@ class StreamStats:
         with self.lock:
             self.dropped += 1
 
-    def frame_out(self, captured: float, psnr: tuple[float, float] | None = None) -> None:
+    def frame_out(self, captured: float, psnr: tuple[float, float] | None = None, name: str | None = None) -> None:
         now = time.perf_counter()
         with self.lock:
             self.frames += 1
@@ -53,6 +54,8 @@ class StreamStats:
                 self.psnr_sums[0] += psnr[0]
                 self.psnr_sums[1] += psnr[1]
                 self.psnr_sums[2] += 1
+                if name:
+                    self.psnr_by_file[name] = psnr
 
     def rolling_fps(self) -> float:
         with self.lock:
@@ -115,4 +118,7 @@ class StreamStats:
             if n:
                 report["psnr"] = {"sr": round(self.psnr_sums[0] / n, 3), "bicubic_opencv": round(self.psnr_sums[1] / n, 3),
                                   "frames": n}
+                if self.psnr_by_file:
+                    report["psnr"]["files"] = {name: {"sr": round(sr, 3), "bicubic_opencv": round(bicubic, 3)}
+                                               for name, (sr, bicubic) in self.psnr_by_file.items()}
         return report

@@ -148,6 +148,9 @@ def test_psnr_on_a_folder_of_set5_reproduces_the_model_cards_figure(tmp_path, da
     scored = json.loads(report.read_text())
     card_psnr = artifact(f"{model}_x{scale}_{precision}.{'tflite' if backend == 'litert' else 'onnx'}").set5_psnr()
     assert scored["psnr"]["frames"] == 5 and abs(scored["psnr"]["sr"] - card_psnr) < 0.05
+    per_image = scored["psnr"]["files"]
+    assert sorted(per_image) == ["baby.png", "bird.png", "butterfly.png", "head.png", "woman.png"]
+    assert all(v["sr"] > v["bicubic_opencv"] for v in per_image.values())
 
 
 def test_psnr_scores_a_real_video_above_bicubic_and_the_demo_needs_no_flag(tmp_path):
