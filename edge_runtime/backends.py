@@ -128,10 +128,16 @@ DELEGATE_BANNER = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 def _without_delegate_banner():
     """LiteRT's C++ prints DELEGATE_BANNER on stderr at an interpreter's first allocation, with no Python
     switch to turn it off: stderr's file descriptor goes to a temp file meanwhile, and every other line
-    written there is passed on afterwards, so an error is delayed, never lost."""
+    written there is passed on afterwards, so an error is delayed, never lost. Without a writable temp
+    folder the banner is simply shown."""
+    try:
+        held = tempfile.TemporaryFile()
+    except OSError:
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
+    with held:
         os.dup2(held.fileno(), 2)
         try:
             yield

@@ -51,3 +51,12 @@ def test_litert_says_nothing_on_stderr_but_what_else_is_written_there_gets_throu
     """)
     run = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0 and run.stderr == "an error of the runtime\n"
+
+
+def test_litert_still_runs_where_no_temp_file_can_be_made(monkeypatch):
+    def no_temp_files(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("edge_runtime.backends.tempfile.TemporaryFile", no_temp_files)
+    out = open_shipped("fsrcnn-s", scale=2, backend="litert", threads=1).upscale_bgr(np.zeros((8, 8, 3), np.uint8))
+    assert out.shape == (16, 16, 3)
