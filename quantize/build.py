@@ -188,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     all_ids = [model_id(name, scale) for name in PRESETS for scale in SCALES]
     p = argparse.ArgumentParser(prog="python -m quantize.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=all_ids, choices=all_ids, metavar="ID")
-    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--models", nargs="+", default=all_ids, choices=all_ids, metavar="ID",
+                   help=f"model ids, of {', '.join(all_ids)} (default: all)")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS,
+                   help=f"artifact formats, each FP32 and INT8 (default: {' '.join(FORMATS)})")
     p.add_argument("--data-dir", help="calibration (T91, BSD200) and evaluation (Set5, Set14) sets; default $EDGE_SR_DATA")
-    p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where the checkpoints are")
+    p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
+                   help="where the checkpoints <id>.pt are (default: the shipped ones, training/weights)")
     p.add_argument("--out-dir", type=Path, default=MODELS_DIR,
                    help="where the artifacts go (default: the runtime's models folder, which ships them); any other "
                         "folder also gets the QAT copies and the results JSON, so nothing shipped changes")
