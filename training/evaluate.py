@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="*", type=Path, help="weights files (default: every shipped one)")
     p.add_argument("--data-dir", help="folder holding the test sets (default: $EDGE_SR_DATA)")
-    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="folders inside --data-dir (default: Set5 Set14)")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--markdown", type=Path, help="write the results table here")
     args = p.parse_args(argv)

@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="an edge-sr checkpoint (.pt with its .json)")
     p.add_argument("--data-dir", help="the data folder (default: $EDGE_SR_DATA)")
-    p.add_argument("--train-sets", nargs="+", help="default: the sets the checkpoint was trained on")
-    p.add_argument("--val-set", default="Set5")
+    p.add_argument("--train-sets", nargs="+", help="the images the head is fitted on (default: the sets the checkpoint "
+                                                   "was trained on)")
+    p.add_argument("--val-set", default="Set5", help="the fit is kept only if this set scores higher (default: Set5)")
     p.add_argument("--keep", type=float, default=KEEP, help=f"share of LR pixels the fit reads (default {KEEP})")
     p.add_argument("--out", help="where to write the refitted checkpoint (default: over the input)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
