@@ -195,6 +195,10 @@ def stream(argv: list[str]) -> int:
         source.close()
     report = {"edge_sr": __version__, "source": source.name, "size": list(size), "scale": args.scale,
               "threads": args.threads, **info, **summary}
+    skipped = getattr(source, "skipped", [])
+    if skipped:
+        report["skipped"] = skipped
+        print(f"edge-sr: skipped {len(skipped)} file(s) OpenCV cannot read: {', '.join(skipped)}", file=sys.stderr)
     if args.report:
         write_json(args.report, report)
     psnr = report.get("psnr")

@@ -59,6 +59,8 @@ class VideoSource:
 
 
 class ImageFolderSource:
+    """The images of a folder in name order; a file OpenCV cannot read is skipped and listed in `skipped`."""
+
     live = False
 
     def __init__(self, folder: str, size: tuple[int, int] | None = None):
@@ -69,6 +71,7 @@ class ImageFolderSource:
             raise SourceError(str(err)) from None
         self.resize, self.index, self.fps = size, 0, 30.0
         self.frame_count = len(self.files)
+        self.skipped: list[str] = []
         first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
         if first is None:
             raise SourceError(f"cannot read image {self.files[0]}")
@@ -81,6 +84,7 @@ class ImageFolderSource:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:
                 return Frame.from_bgr(_resize_to(bgr, self.resize), self.index - 1, name=path.name)
+            self.skipped.append(path.name)
         return None
 
     def close(self) -> None:
@@ -195,6 +199,7 @@ class ShrunkSource:
         self.size = (source.size[0] // scale, source.size[1] // scale)
         self.name = f"{source.name} shrunk x{scale}"
         self.fps, self.live, self.frame_count = source.fps, source.live, source.frame_count
+        self.skipped = getattr(source, "skipped", [])
 
     def read(self) -> Frame | None:
         frame = self.source.read()

@@ -117,6 +117,21 @@ def test_images_into_a_folder_keep_their_names_formats_and_own_sizes(tmp_path):
     assert (tmp_path / "x3" / "b.jpg").read_bytes()[:2] == b"\xff\xd8"  # still a JPEG
 
 
+def test_an_unreadable_image_in_a_folder_is_skipped_and_named(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), textured_image(20, 20, seed=0))
+    (photos / "b.png").write_text("not an image")
+    cv2.imwrite(str(photos / "c.png"), textured_image(20, 20, seed=1))
+    report = tmp_path / "report.json"
+    run = edge_sr("--images", str(photos), "--model", "fsrcnn-s", "--output", str(tmp_path / "x2") + "/",
+                  "--threads", "1", "--quiet", "--report", str(report))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip() == "edge-sr: skipped 1 file(s) OpenCV cannot read: b.png"
+    assert sorted(p.name for p in (tmp_path / "x2").iterdir()) == ["a.png", "c.png"]
+    assert json.loads(report.read_text())["skipped"] == ["b.png"]
+
+
 def test_stream_frames_into_a_folder_are_numbered_pngs(tmp_path):
     run = edge_sr("--demo", "--frames", "3", "--model", "fsrcnn-s", "--backend", "onnxruntime",
                   "--output", str(tmp_path / "frames") + "/", *SMALL)
