@@ -92,7 +92,8 @@ def stream_parser() -> argparse.ArgumentParser:
     run.add_argument("--seconds", type=positive(float), help="stop after S seconds")
     run.add_argument("--psnr", action="store_true",
                      help="score PSNR on these frames: each is shrunk by --scale first and the SR output compared "
-                          "with the original (the demo is always scored)")
+                          "with the original (the demo is always scored; the shrinking takes capture time, so "
+                          "measure fps without it)")
     out = p.add_argument_group("output")
     out.add_argument("--output", metavar="FILE|DIR/",
                      help="write the upscaled video (e.g. out.mp4), or images into a folder (a path ending in /)")
