@@ -5,6 +5,7 @@ Bad input ends with one `edge-sr: error: ...` line and exit status 2, never a tr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ EXAMPLES = """examples:
   edge-sr --images photos/ --scale 3 --output photos_x3/ --report report.json
   edge-sr --video in.mp4 --psnr --report report.json   PSNR of SR on your own frames (each shrunk, then upscaled)
   edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
+  edge-sr models                             the shipped models and their model cards' PSNR
 """
 
 
@@ -209,6 +211,31 @@ def stream(argv: list[str]) -> int:
     return 130 if summary.get("interrupted") else 0
 
 
+def list_models(argv: list[str]) -> int:
+    """`edge-sr models`: what --model, --precision and --backend choose from, with the cards' quality."""
+    from edge_runtime.models import shipped
+
+    p = OneLineParser(prog="edge-sr models", description=list_models.__doc__)
+    p.add_argument("--json", action="store_true", help="one JSON object per model instead of a table")
+    args = p.parse_args(argv)
+    rows = []
+    for artifact in shipped():
+        quality = artifact.card.get("quality", {})
+        rows.append({"artifact": artifact.name, "family": artifact.family, "scale": artifact.scale,
+                     "precision": artifact.precision, "backend": artifact.backend,
+                     **{name: quality.get(name, {}).get("psnr") for name in ("Set5", "Set14")},
+                     "kb": round(artifact.path.stat().st_size / 1024, 1)})
+    if args.json:
+        print("\n".join(json.dumps(row) for row in rows))
+        return 0
+    print(f"{'artifact':<26} {'precision':<9} {'backend':<11} {'Set5 dB':>7} {'Set14 dB':>8} {'size':>8}")
+    for row in rows:
+        psnr = [f"{row[name]:.2f}" if row[name] is not None else "-" for name in ("Set5", "Set14")]
+        print(f"{row['artifact']:<26} {row['precision']:<9} {row['backend']:<11} {psnr[0]:>7} {psnr[1]:>8} "
+              f"{row['kb']:>5.1f} KB")
+    return 0
+
+
 def _stop_on_sigterm(signum, frame):
     """systemd stops the service with SIGTERM: end the stream as Ctrl-C does (report written, video closed)."""
     raise KeyboardInterrupt
@@ -222,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             from edge_runtime.bench import bench_main
 
             return bench_main(argv[1:])
+        if argv[:1] == ["models"]:
+            return list_models(argv[1:])
         return stream(argv)
     except EdgeSRError as err:
         print(f"edge-sr: error: {err}", file=sys.stderr)
@@ -229,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-sr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edge-sr models | head`: the reader left; no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

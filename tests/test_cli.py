@@ -181,6 +181,25 @@ def test_psnr_scores_a_real_video_above_bicubic_and_the_demo_needs_no_flag(tmp_p
     assert run.returncode == 2 and "drop --psnr" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_models_lists_every_shipped_artifact_with_its_cards_psnr():
+    listed = [json.loads(line) for line in edge_sr("models", "--json").stdout.splitlines()]
+    assert sorted(row["artifact"] for row in listed) == sorted(a.name for a in shipped()) and len(listed) == 24
+    results = json.loads((ROOT / "results" / "quantize.json").read_text())
+    for row in listed:
+        form = f"{'onnx' if row['backend'] == 'onnxruntime' else 'tflite'} {row['precision']}"
+        scored = results[f"{row['family']}_x{row['scale']}"][form]["quality"]
+        assert (row["Set5"], row["Set14"]) == (scored["Set5"]["psnr"], scored["Set14"]["psnr"])
+    table = edge_sr("models").stdout.splitlines()
+    assert table[0].split()[:3] == ["artifact", "precision", "backend"] and len(table) == 25
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    process = subprocess.Popen([*EDGE_SR, "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.close()  # before edge-sr has written anything: as `edge-sr models | head -0`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1 and stderr == ""
+
+
 def test_auto_picks_a_shipped_model_and_says_which():
     run = edge_sr("--demo", "--frames", "3", "--model", "auto", "--size", "64x48", "--threads", "1",
                   "--target-fps", "1")
