@@ -302,6 +302,26 @@ def test_shipped_weights_beat_bicubic_on_set5(data_dir, path):
     assert sr - bicubic >= MIN_GAIN_OVER_BICUBIC_DB[family], (path.stem, sr, bicubic)
 
 
+def test_evaluate_gives_each_checkpoint_by_path_its_own_row(data_dir, tmp_path):
+    """Two runs' best weights share a file name; each keeps its row and its own score."""
+    shipped = ROOT / "training" / "weights" / "fsrcnn-s_x4.pt"
+    other = tmp_path / "run_b" / "fsrcnn-s_x4.pt"
+    model = load_weights(shipped)
+    with torch.no_grad():
+        model.deconv.weight.mul_(0.9)  # a different, worse model under the same name
+    save_weights(model, other)
+    out = tmp_path / "scores.json"
+    run = subprocess.run([PYTHON, "-m", "training.evaluate", str(shipped), str(other), "--data-dir", str(data_dir),
+                          "--sets", "Set5", "--json", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    scores = json.loads(out.read_text())["models"]
+    assert list(scores) == [str(shipped), str(other)]
+    assert scores[str(shipped)]["Set5"]["psnr"] > scores[str(other)]["Set5"]["psnr"]
+    rows = [line for line in run.stdout.splitlines() if line.startswith(f"| {shipped} |") or line.startswith(f"| {other} |")]
+    assert len(rows) == 2 and f"{scores[str(shipped)]['Set5']['psnr']:.3f}" in rows[0]
+    assert "| bicubic | x4 | 28.42" in run.stdout
+
+
 def test_every_model_and_scale_ships_weights():
     assert [p.stem for p in shipped_checkpoints()] == [
         f"{m}_x{s}" for m in ("fsrcnn", "fsrcnn-s") for s in (2, 3, 4)]

@@ -36,8 +36,8 @@ def torch_upscaler(model):
     return upscale
 
 
-def evaluate(checkpoints: list[Path], data_dir: Path, sets: list[str]) -> dict:
-    """{"bicubic": {set: {scale: psnr/ssim}}, "models": {id: {set: psnr/ssim}}}."""
+def evaluate(checkpoints: dict[str, Path], data_dir: Path, sets: list[str]) -> dict:
+    """{"bicubic": {set: {scale: psnr/ssim}}, "models": {label: {set: psnr/ssim}}} for {label: checkpoint}."""
     pairs_cache: dict[tuple[str, int], list] = {}
 
     def pairs(name: str, scale: int):
@@ -46,7 +46,7 @@ def evaluate(checkpoints: list[Path], data_dir: Path, sets: list[str]) -> dict:
         return pairs_cache[name, scale]
 
     result: dict = {"bicubic": {}, "models": {}}
-    for path in checkpoints:
+    for label, path in checkpoints.items():
         model = load_weights(path)
         scale = model.config.scale
         entry = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "scale": scale, "config": model.config.to_dict()}
@@ -57,18 +57,18 @@ def evaluate(checkpoints: list[Path], data_dir: Path, sets: list[str]) -> dict:
             if str(scale) not in bicubic:
                 b = evaluate_set(lambda lr: bicubic_upscale(lr, scale), pairs(name, scale), scale)
                 bicubic[str(scale)] = {"psnr": round(b["psnr"], 3), "ssim": round(b["ssim"], 4)}
-        result["models"][path.stem] = entry
+        result["models"][label] = entry
     return result
 
 
+def cell(scores: dict | None, digits: int = 2) -> str:
+    return f"{scores['psnr']:.{digits}f} / {scores['ssim']:.4f}" if scores else "-"
+
+
 def markdown_table(result: dict, sets: list[str]) -> str:
-    """Rows: bicubic and each model family; columns: set x scale, 'PSNR / SSIM'."""
+    """The shipped weights: rows bicubic and each model family; columns set x scale, 'PSNR / SSIM'."""
     header = "| model | " + " | ".join(f"{s} x{k}" for s in sets for k in SCALES) + " |"
     lines = [header, "|---" * (1 + len(sets) * len(SCALES)) + "|"]
-
-    def cell(scores: dict | None) -> str:
-        return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}" if scores else "-"
-
     lines.append("| bicubic | " + " | ".join(cell(result["bicubic"].get(s, {}).get(str(k))) for s in sets for k in SCALES) + " |")
     for name in PRESETS:
         models = result["models"]
@@ -77,10 +77,22 @@ def markdown_table(result: dict, sets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def checkpoints_table(result: dict, sets: list[str]) -> str:
+    """Checkpoints given by path: a row each, and bicubic at each of their scales; 'PSNR / SSIM' per set."""
+    lines = ["| checkpoint | scale | " + " | ".join(sets) + " |", "|---" * (2 + len(sets)) + "|"]
+    for label, entry in result["models"].items():
+        lines.append(f"| {label} | x{entry['scale']} | " + " | ".join(cell(entry.get(s), 3) for s in sets) + " |")
+    for scale in sorted({entry["scale"] for entry in result["models"].values()}):
+        cells = [cell(result["bicubic"].get(s, {}).get(str(scale)), 3) for s in sets]
+        lines.append(f"| bicubic | x{scale} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="*", type=Path, help="weights files (default: every shipped one)")
+    p.add_argument("checkpoints", nargs="*", type=Path,
+                   help="weights files, a row each (default: every shipped one, a row per model family)")
     p.add_argument("--data-dir", help="folder holding the test sets (default: $EDGE_SR_DATA)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="folders inside --data-dir (default: Set5 Set14)")
     p.add_argument("--json", type=Path, help="write the full result here")
@@ -88,14 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         data_dir = resolve_data_dir(args.data_dir)
-        checkpoints = args.checkpoints or shipped_checkpoints()
+        if args.checkpoints:
+            checkpoints = {str(path): path for path in args.checkpoints}  # as given: two runs' fsrcnn_x3.pt differ
+        else:
+            checkpoints = {path.stem: path for path in shipped_checkpoints()}
         if not checkpoints:
             raise CheckpointError(f"no checkpoints given and none shipped in {WEIGHTS_DIR}")
         result = evaluate(checkpoints, data_dir, args.sets)
     except (DataError, CheckpointError, ValueError) as err:
         print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2
-    table = markdown_table(result, args.sets)
+    table = checkpoints_table(result, args.sets) if args.checkpoints else markdown_table(result, args.sets)
     print(table, end="")
     if args.json:
         write_json(args.json, result)
