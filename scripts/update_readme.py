@@ -6,7 +6,9 @@ differs from what its JSON says.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -154,7 +156,10 @@ def fill_tables(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    check = "--check" in argv
+    p = argparse.ArgumentParser(prog="scripts/update_readme.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is out of date")
+    check = p.parse_args(argv).check
     stale = []
     for doc in DOCS:
         path = ROOT / doc
@@ -162,8 +167,10 @@ def main(argv: list[str]) -> int:
         filled = fill_tables(text)
         if filled != text:
             stale.append(doc)
-            if not check:
-                path.write_text(filled)
+            if not check:  # a temp file, then a rename: a doc is never half-written
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(filled)
+                os.replace(tmp, path)
     if check and stale:
         print(f"tables out of date with results/*.json in {', '.join(stale)}: run scripts/update_readme.py",
               file=sys.stderr)

@@ -61,3 +61,8 @@ def test_plain_make_lists_targets_that_all_exist():
     database = subprocess.run(["make", "-pRrq", "-f", "Makefile", ":"], capture_output=True, text=True, cwd=ROOT).stdout
     defined = set(re.findall(r"^([a-z][a-z-]*):", database, re.M))
     assert set(targets) <= defined, set(targets) - defined
+
+
+def test_update_readme_refuses_a_flag_it_does_not_know():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--chek"], capture_output=True, text=True)
+    assert run.returncode == 2 and "unrecognized arguments: --chek" in run.stderr
