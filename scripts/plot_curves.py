@@ -3,6 +3,7 @@ runs chained, from the training logs copied to results/training_logs/ (one CSV p
 val_psnr,lr,seconds)."""
 from __future__ import annotations
 
+import argparse
 import csv
 import shutil
 import sys
@@ -74,7 +75,8 @@ def svg(curves: dict[str, list[tuple[int, float]]], width=760, height=420) -> st
     return "\n".join(parts)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="scripts/plot_curves.py", description=__doc__).parse_args(argv)  # --help; no options
     runs = ROOT / "runs"
     if runs.is_dir():
         collect(runs)
@@ -89,10 +91,12 @@ def main() -> int:
         print("plot_curves: no training logs", file=sys.stderr)
         return 2
     out = ROOT / "results" / "validation_curves.svg"
-    out.write_text(svg(curves))
+    tmp = out.with_name(f".{out.name}.tmp")  # a temp file, then a rename: never half a chart
+    tmp.write_text(svg(curves))
+    tmp.replace(out)
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
