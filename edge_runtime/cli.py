@@ -15,7 +15,7 @@ from edge_runtime import __version__
 from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import CliError, EdgeSRError
 from edge_runtime.files import check_writable, write_json
-from edge_runtime.models import PRECISIONS, default_form, default_workers, open_workers, resolve
+from edge_runtime.models import PRECISIONS, choose_form, default_workers, open_workers, resolve
 
 EXAMPLES = """examples:
   edge-sr --demo --seconds 5                 built-in scene, live PSNR against its ground truth
@@ -143,7 +143,7 @@ def pick_model(args, size: tuple[int, int], log):
             f"; none holds {args.target_fps:g} fps at {size[0]}x{size[1]} here, so the fastest"
         log(f"auto: chose {artifact.name} ({fps:.1f} fps model-only, Set5 {artifact.set5_psnr():.2f} dB{why})")
     else:
-        artifact = choice[0] if args.precision or args.backend else default_form(choice)
+        artifact = choose_form(choice, args.precision, args.backend)
     workers = args.workers or default_workers(args.threads)
     upscalers = open_workers(artifact.path, args.scale, args.threads, workers, artifact.backend)
     return upscalers, {"model": artifact.name, "family": artifact.family, "precision": artifact.precision,

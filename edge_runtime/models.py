@@ -93,8 +93,11 @@ def resolve(model: str, scale: int, precision: str | None, backend: str | None,
     return candidates
 
 
-def default_form(candidates: list[Artifact]) -> Artifact:
-    """A family with no precision/backend given: INT8 on LiteRT, the form the benchmarks ship as fastest."""
+def choose_form(candidates: list[Artifact], precision: str | None, backend: str | None) -> Artifact:
+    """What a family runs as: the best-scoring of the candidates a given precision/backend left, else INT8 on
+    LiteRT, the form the benchmarks ship as fastest."""
+    if precision or backend:
+        return candidates[0]
     order = {("int8", "litert"): 0, ("int8", "onnxruntime"): 1, ("fp32", "onnxruntime"): 2, ("fp32", "litert"): 3}
     return min(candidates, key=lambda a: order.get((a.precision, a.backend), 9))
 
@@ -118,7 +121,7 @@ def open_shipped(model: str = "fsrcnn-s", scale: int = 2, precision: str | None 
     choice = resolve(model, scale, precision, backend)
     if isinstance(choice, Path):
         return open_model(choice, scale, threads, backend)
-    artifact = choice[0] if precision or backend else default_form(choice)
+    artifact = choose_form(choice, precision, backend)
     return open_model(artifact.path, scale, threads, artifact.backend)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 
 from edge_runtime.errors import SinkError
-from edge_runtime.files import check_writable
+from edge_runtime.files import check_writable, write_atomic
 
 
 class VideoFileSink:
@@ -74,14 +74,11 @@ class ImageFolderSink:
         check_writable(self.folder)
 
     def write(self, result, stats) -> None:
-        self.folder.mkdir(exist_ok=True)  # at the first frame: a stream that fails before it leaves nothing
-        name = result.frame.name or f"frame_{result.frame.index:06d}.png"
-        path = self.folder / name
-        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-        if not cv2.imwrite(str(tmp), result.sr_bgr):
-            tmp.unlink(missing_ok=True)
-            raise SinkError(f"cannot write image {path}")
-        os.replace(tmp, path)
+        path = self.folder / (result.frame.name or f"frame_{result.frame.index:06d}.png")
+        ok, encoded = cv2.imencode(path.suffix, result.sr_bgr)
+        if not ok:
+            raise SinkError(f"cannot encode image {path}")
+        write_atomic(path, encoded.tobytes())  # the folder made at the first frame: a stream that fails before leaves nothing
 
     def close(self, complete: bool = True) -> None:
         pass

@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from edge_runtime.files import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "results" / "training_logs"
 # The training phases in the order they ran (TRAINING.md): x3 from scratch, x2/x4 transfer (deconvolution,
@@ -91,9 +93,7 @@ def main(argv: list[str]) -> int:
         print("plot_curves: no training logs", file=sys.stderr)
         return 2
     out = ROOT / "results" / "validation_curves.svg"
-    tmp = out.with_name(f".{out.name}.tmp")  # a temp file, then a rename: never half a chart
-    tmp.write_text(svg(curves))
-    tmp.replace(out)
+    write_atomic(out, svg(curves))
     print(f"wrote {out}")
     return 0
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
+
+from edge_runtime.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -167,10 +168,8 @@ def main(argv: list[str]) -> int:
         filled = fill_tables(text)
         if filled != text:
             stale.append(doc)
-            if not check:  # a temp file, then a rename: a doc is never half-written
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_text(filled)
-                os.replace(tmp, path)
+            if not check:
+                write_atomic(path, filled)
     if check and stale:
         print(f"tables out of date with results/*.json in {', '.join(stale)}: run scripts/update_readme.py",
               file=sys.stderr)
