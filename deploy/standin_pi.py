@@ -311,6 +311,9 @@ class StandinPi:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
+        # A guest slower to power off than that outlives its killed nspawn (the guest's init has its own session
+        # and PID namespace): what is still in its network namespace goes too, before the namespace loses its name.
+        kill(guest_processes(self.netns))
         remove_network(self.netns, self.veth_host)
         if getattr(self, "scratch", None):
             remove_tree(self.scratch)
@@ -350,17 +353,21 @@ def guest_processes(netns: str) -> list[int]:
     return nspawns + [int(pid) for pid in inside]
 
 
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def remove_leftovers() -> list[str]:
     """Kill the guests of stand-ins whose owner has gone and remove their namespaces, host veths and
     scratch folders; a live owner's stand-in is left alone. Returns the namespaces removed."""
     removed = []
     for owner in orphaned_owners():
         netns, veth_host, _ = names(owner)
-        for pid in guest_processes(netns):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill(guest_processes(netns))
         remove_network(netns, veth_host)
         for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{owner}-*"):
             remove_tree(scratch)

@@ -59,6 +59,23 @@ def test_clean_removes_a_dead_owners_standin_and_keeps_a_live_owners():
             standin_pi.remove_network(*standin_pi.names(owner)[:2])
 
 
+def test_leaving_a_standin_kills_a_guest_that_outlived_its_nspawn():
+    owner = subprocess.Popen(["sleep", "600"])  # a stand-in of its own, apart from any this test process boots
+    guest = fake_standin(owner.pid)  # in its own session, as a booted guest's init is
+    pi = standin_pi.StandinPi()
+    pi.netns, pi.veth_host, _ = standin_pi.names(owner.pid)
+    pi.process = subprocess.Popen(["sleep", "600"], start_new_session=True)  # the nspawn: ends at SIGTERM, guest left
+    try:
+        pi.__exit__(None, None, None)
+        assert guest.wait(timeout=10) != 0  # killed
+        assert pi.netns not in namespaces() and not link_exists(pi.veth_host)
+    finally:
+        for process in (guest, owner, pi.process):
+            process.kill()
+            process.wait()
+        standin_pi.remove_network(*standin_pi.names(owner.pid)[:2])
+
+
 def test_clean_with_nothing_left_says_so():
     done = subprocess.run([sys.executable, str(ROOT / "deploy" / "standin_pi.py"), "clean"],
                           capture_output=True, text=True, timeout=60)
