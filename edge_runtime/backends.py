@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -199,10 +199,7 @@ class LiteRTUpscaler(Upscaler):
     def _allocate(self, h: int, w: int) -> tuple[int, int]:
         """Resize to h x w; returns the output's height and width."""
         self.interpreter.resize_tensor_input(self.input["index"], [1, h, w, 1])
-        if self.shape is None:  # the first allocation applies the XNNPACK delegate
-            with _without_delegate_banner():
-                self.interpreter.allocate_tensors()
-        else:
+        with _without_delegate_banner() if self.shape is None else nullcontext():  # the first applies the delegate
             self.interpreter.allocate_tensors()
         return tuple(self.interpreter.get_output_details()[0]["shape"][1:3])
 

@@ -15,7 +15,7 @@ from edge_runtime import __version__
 from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import CliError, EdgeSRError
 from edge_runtime.files import check_writable, write_json
-from edge_runtime.models import PRECISIONS, choose_form, default_workers, open_workers, resolve
+from edge_runtime.models import PRECISIONS, choose_form, default_workers, open_workers, resolve, shipped
 
 EXAMPLES = """examples:
   edge-sr --demo --seconds 5                 built-in scene, live PSNR against its ground truth
@@ -23,7 +23,7 @@ EXAMPLES = """examples:
   edge-sr --camera /dev/video2 --size 640x480 --serve 8080
   edge-sr --video in.mp4 --output out.mp4 --model fsrcnn --precision int8
   edge-sr --images photos/ --scale 3 --output photos_x3/ --report report.json
-  edge-sr --video in.mp4 --psnr --report report.json   PSNR of SR on your own frames (each shrunk, then upscaled)
+  edge-sr --video in.mp4 --psnr              PSNR on your own frames (each shrunk, then upscaled)
   edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
   edge-sr models                             the shipped models and their model cards' PSNR
 """
@@ -213,8 +213,6 @@ def stream(argv: list[str]) -> int:
 
 def list_models(argv: list[str]) -> int:
     """`edge-sr models`: what --model, --precision and --backend choose from, with the cards' quality."""
-    from edge_runtime.models import shipped
-
     p = OneLineParser(prog="edge-sr models", description=list_models.__doc__)
     p.add_argument("--json", action="store_true", help="one JSON object per model instead of a table")
     args = p.parse_args(argv)

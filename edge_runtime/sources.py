@@ -38,7 +38,7 @@ class VideoSource:
             self.capture.release()
             raise SourceError(f"cannot read video {path} (not a video OpenCV can decode)")
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
-        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None  # from the container: a hint
+        self.frame_count = max(0, int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))) or None  # the container's hint; -1: none
         self.resize = size
         self.size = size or (first.shape[1], first.shape[0])
         self.pending, self.index = first, 0
