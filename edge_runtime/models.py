@@ -63,7 +63,7 @@ def check_scale(upscaler, path: Path, scale: int) -> None:
     out = upscaler.run(np.zeros((8, 8), np.uint8))
     if out.shape != (8 * scale, 8 * scale):
         factor = out.shape[0] / 8
-        raise BackendError(f"{Path(path).name} upscales x{factor:g}, but --scale is {scale}")
+        raise BackendError(f"{Path(path).name} upscales x{factor:g}, not the x{scale} asked for")
 
 
 def find(family: str, scale: int, precision: str | None, backend: str | None,

@@ -8,6 +8,7 @@ equals `read_y` of the original, pixel for pixel (checked for every file).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -29,15 +30,20 @@ def grey_for_y() -> np.ndarray:
     return grey
 
 
-def main(src: str, dst: str, *names: str) -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/pack_y_dataset.py", description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="the datasets folder (for example ../shared/datasets)")
+    parser.add_argument("dst", help="where the Y-only copies go")
+    parser.add_argument("names", nargs="+", help="the image folders under src to copy (T91, BSD200, Set5)")
+    args = parser.parse_args(argv)
     grey = grey_for_y()
-    for name in names:
-        out = Path(dst) / name
-        out.mkdir(parents=True, exist_ok=True)
+    for name in args.names:
         try:
-            files = image_files(Path(src) / name)
+            files = image_files(Path(args.src) / name)
         except FileNotFoundError as err:
-            raise SystemExit(f"pack_y_dataset: error: {err}") from None
+            parser.error(str(err))
+        out = Path(args.dst) / name
+        out.mkdir(parents=True, exist_ok=True)
         for path in files:
             y = read_y(path)
             if (grey[y] < 0).any():
@@ -50,6 +56,4 @@ def main(src: str, dst: str, *names: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 4:
-        raise SystemExit(__doc__)
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main())

@@ -253,7 +253,7 @@ def test_unreadable_video_and_corrupt_model_and_scale_mismatch(tmp_path):
     for args, message in (
         (["--video", str(bad_video)], "cannot read video"),
         (["--demo", "--model", str(bad_model)], "not a usable ONNX model"),
-        (["--demo", "--model", str(x3), "--scale", "2"], "upscales x3, but --scale is 2"),
+        (["--demo", "--model", str(x3), "--scale", "2"], "upscales x3, not the x2 asked for"),
     ):
         run = edge_sr(*args, *SMALL)
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr)

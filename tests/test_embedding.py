@@ -35,7 +35,7 @@ def test_an_embedded_model_refuses_what_it_cannot_open():
         open_shipped("fsrcnn", scale=5)
     with pytest.raises(BackendError, match="auto measures a stream"):
         open_shipped("auto")
-    with pytest.raises(BackendError, match="upscales x2, but --scale is 3"):
+    with pytest.raises(BackendError, match="upscales x2, not the x3 asked for"):
         open_shipped(str(MODELS_DIR / "fsrcnn_x2_fp32.onnx"), scale=3)
 
 

@@ -361,6 +361,14 @@ def test_ctrl_c_keeps_every_finished_step_for_resume(tiny_dataset, tmp_path):
     assert state["step"] > 0
 
 
+def test_packing_a_missing_folder_is_a_usage_error_that_writes_nothing(tmp_path):
+    out = tmp_path / "packed"
+    proc = subprocess.run([PYTHON, str(ROOT / "scripts" / "pack_y_dataset.py"), str(tmp_path / "nowhere"), str(out), "T91"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "image folder not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
 def test_packed_y_copy_of_a_dataset_reads_back_as_the_same_y(tiny_dataset, tmp_path):
     out = tmp_path / "packed"
     subprocess.run([PYTHON, str(ROOT / "scripts" / "pack_y_dataset.py"), str(tiny_dataset), str(out), "T91", "Set5"],
