@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   edge-sr --camera /dev/video2 --size 640x480 --serve 8080
   edge-sr --video in.mp4 --output out.mp4 --model fsrcnn --precision int8
   edge-sr --images photos/ --scale 3 --output photos_x3/ --report report.json
+  edge-sr --images photo.jpg --output photo_x2.png
   edge-sr --video in.mp4 --psnr              PSNR on your own frames (each shrunk, then upscaled)
   edge-sr bench --data-dir datasets/         fps and PSNR of every shipped model on this device
   edge-sr models                             the shipped models and their model cards' PSNR
@@ -71,7 +72,7 @@ def stream_parser() -> argparse.ArgumentParser:
     src.add_argument("--camera", nargs="?", const="auto", metavar="N|PATH",
                      help="picamera2 if present, else V4L2/USB camera N or a device path")
     src.add_argument("--video", metavar="FILE", help="any video file OpenCV reads")
-    src.add_argument("--images", metavar="DIR", help="a folder of images")
+    src.add_argument("--images", metavar="DIR|FILE", help="a folder of images, or one image")
     src.add_argument("--demo", action="store_true", help="built-in moving scene with known ground truth")
     m = p.add_argument_group("model")
     m.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default: 2)")
@@ -98,7 +99,8 @@ def stream_parser() -> argparse.ArgumentParser:
                           "measure fps without it)")
     out = p.add_argument_group("output")
     out.add_argument("--output", metavar="FILE|DIR/",
-                     help="write the upscaled video (e.g. out.mp4), or images into a folder (a path ending in /)")
+                     help="write the upscaled video (out.mp4), one image (photo_x2.png, for one frame), or "
+                          "images into a folder (a path ending in /)")
     out.add_argument("--display", action="store_true", help="show an OpenCV window")
     out.add_argument("--serve", type=parse_serve, metavar="[HOST:]PORT", help="live page, bicubic vs SR (127.0.0.1 unless HOST)")
     out.add_argument("--token", help="require ?token=TOKEN on the live page")
@@ -112,7 +114,7 @@ def open_source(args):
 
     chosen = [name for name in ("camera", "video", "images", "demo") if getattr(args, name)]
     if len(chosen) != 1:
-        raise CliError("choose exactly one source: --camera, --video FILE, --images DIR or --demo")
+        raise CliError("choose exactly one source: --camera, --video FILE, --images DIR|FILE or --demo")
     if args.demo:
         if args.psnr:
             raise CliError("--demo is always scored against its own truth; drop --psnr")
@@ -152,7 +154,7 @@ def pick_model(args, size: tuple[int, int], log):
 
 def stream(argv: list[str]) -> int:
     from edge_runtime.pipeline import Pipeline
-    from edge_runtime.sinks import DisplaySink, ImageFolderSink, VideoFileSink, is_folder
+    from edge_runtime.sinks import DisplaySink, ImageFileSink, ImageFolderSink, VideoFileSink, is_folder, is_image
     from edge_runtime.stats import StreamStats
 
     args = stream_parser().parse_args(argv)
@@ -170,9 +172,15 @@ def stream(argv: list[str]) -> int:
     sinks = []
     try:
         size = source.size
-        upscalers, info = pick_model(args, size, log)
+        known = [n for n in (source.frame_count, args.frames) if n]
+        total = min(known) if known else None
         if args.output and is_folder(args.output):
             sinks.append(ImageFolderSink(args.output))
+        elif args.output and is_image(args.output):
+            if total != 1:
+                raise CliError(f"--output {args.output} holds one image, but the source has "
+                               f"{total or 'an open number of'} frames: write a folder (--output DIR/) or add --frames 1")
+            sinks.append(ImageFileSink(args.output))
         elif args.output:
             sinks.append(VideoFileSink(args.output, getattr(source, "fps", 30.0)))
         if args.display:
@@ -183,8 +191,8 @@ def stream(argv: list[str]) -> int:
             server = LiveServer(*args.serve, token=args.token)
             sinks.append(server)
             log(f"live page: {server.url}")
-        known = [n for n in (source.frame_count, args.frames) if n]
-        stats = StreamStats(args.target_fps, total=min(known) if known else None)
+        upscalers, info = pick_model(args, size, log)  # after the outputs: a bad one fails before auto's measuring
+        stats = StreamStats(args.target_fps, total=total)
         pipeline = Pipeline(source, upscalers, args.scale, sinks, stats, args.frames, args.seconds,
                             status=None if args.quiet else sys.stderr)
         summary = pipeline.run()
@@ -206,7 +214,7 @@ def stream(argv: list[str]) -> int:
         write_json(args.report, report)
     psnr = report.get("psnr")
     extra = f", PSNR {psnr['sr']:.2f} dB vs bicubic {psnr['bicubic_opencv']:.2f}" if psnr else ""
-    print(f"{report['frames']} frames, {report['fps']:.1f} fps ({report['verdict']} vs {args.target_fps:g}), "
+    print(f"{report['frames']} frame{'' if report['frames'] == 1 else 's'}, {report['fps']:.1f} fps ({report['verdict']} vs {args.target_fps:g}), "
           f"latency p50 {report['latency_ms'].get('p50', 0):.0f} ms, dropped {report['dropped']}{extra}")
     return 130 if summary.get("interrupted") else 0
 

@@ -1,5 +1,5 @@
 """Where upscaled frames go: a video file (written to a temp file, renamed when complete), a folder of
-images (each written to a temp file, then renamed) or a window."""
+images or one image (each written to a temp file, then renamed) or a window."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ import cv2
 
 from edge_runtime.errors import SinkError
 from edge_runtime.files import check_writable, write_atomic
+from edge_runtime.metrics import IMAGE_SUFFIXES
 
 
 class VideoFileSink:
@@ -58,6 +59,34 @@ class VideoFileSink:
                 self.tmp.unlink(missing_ok=True)
 
 
+def write_image(path: Path, bgr) -> None:
+    ok, encoded = cv2.imencode(path.suffix, bgr)
+    if not ok:
+        raise SinkError(f"cannot encode image {path}")
+    write_atomic(path, encoded.tobytes())
+
+
+def is_image(output: str) -> bool:
+    """`--output` names one image when it ends in an image suffix (photo_x2.png)."""
+    return Path(output).suffix.lower() in IMAGE_SUFFIXES
+
+
+class ImageFileSink:
+    """One image, for a source of one frame (the caller checks the count before the stream)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise SinkError(f"output folder does not exist: {self.path.parent}")
+        check_writable(self.path.parent)
+
+    def write(self, result, stats) -> None:
+        write_image(self.path, result.sr_bgr)
+
+    def close(self, complete: bool = True) -> None:
+        pass
+
+
 def is_folder(output: str) -> bool:
     """`--output` names a folder of images when it ends in a separator or is an existing folder."""
     return output.endswith(("/", os.sep)) or Path(output).is_dir()
@@ -75,10 +104,7 @@ class ImageFolderSink:
 
     def write(self, result, stats) -> None:
         path = self.folder / (result.frame.name or f"frame_{result.frame.index:06d}.png")
-        ok, encoded = cv2.imencode(path.suffix, result.sr_bgr)
-        if not ok:
-            raise SinkError(f"cannot encode image {path}")
-        write_atomic(path, encoded.tobytes())  # the folder made at the first frame: a stream that fails before leaves nothing
+        write_image(path, result.sr_bgr)  # the folder made at the first frame: a stream that fails before leaves nothing
 
     def close(self, complete: bool = True) -> None:
         pass

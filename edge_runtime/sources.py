@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_runtime.errors import SourceError
 from edge_runtime.frames import Frame
-from edge_runtime.metrics import image_files, imresize, modcrop
+from edge_runtime.metrics import IMAGE_SUFFIXES, image_files, imresize, modcrop
 
 CAMERA_RECONNECT_SECONDS = 2.0
 
@@ -59,16 +59,22 @@ class VideoSource:
 
 
 class ImageFolderSource:
-    """The images of a folder in name order; a file OpenCV cannot read is skipped and listed in `skipped`."""
+    """The images of a folder in name order, or one image file; a file OpenCV cannot read is skipped and
+    listed in `skipped`."""
 
     live = False
 
     def __init__(self, folder: str, size: tuple[int, int] | None = None):
         self.name = f"images:{folder}"
-        try:
-            self.files = image_files(folder)
-        except FileNotFoundError as err:
-            raise SourceError(str(err)) from None
+        if Path(folder).is_file():
+            if Path(folder).suffix.lower() not in IMAGE_SUFFIXES:
+                raise SourceError(f"not an image: {folder} (images are {', '.join(IMAGE_SUFFIXES)})")
+            self.files = [Path(folder)]
+        else:
+            try:
+                self.files = image_files(folder)
+            except FileNotFoundError as err:
+                raise SourceError(str(err)) from None
         self.resize, self.index, self.fps = size, 0, 30.0
         self.frame_count = len(self.files)
         self.skipped: list[str] = []

@@ -132,6 +132,30 @@ def test_an_unreadable_image_in_a_folder_is_skipped_and_named(tmp_path):
     assert json.loads(report.read_text())["skipped"] == ["b.png"]
 
 
+def test_one_image_in_gives_one_image_out_at_scale_times_its_size(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.jpg"), textured_image(21, 34, seed=0))
+    run = edge_sr("--images", str(tmp_path / "photo.jpg"), "--scale", "3", "--model", "fsrcnn-s",
+                  "--output", str(tmp_path / "photo_x3.png"), "--threads", "1", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("1 frame, ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg", "photo_x3.png"]  # no temp file left
+    assert cv2.imread(str(tmp_path / "photo_x3.png")).shape == (63, 102, 3)
+    run = edge_sr("--demo", "--frames", "1", "--model", "fsrcnn-s", "--output", str(tmp_path / "shot.bmp"), *SMALL)
+    assert run.returncode == 0, run.stderr
+    assert cv2.imread(str(tmp_path / "shot.bmp")).shape == (128, 192, 3)
+
+
+@pytest.mark.parametrize("source", [["--images", "{photos}"], ["--demo"]], ids=["two-images", "demo"])
+def test_a_one_image_output_for_more_frames_is_refused_before_the_stream(source, tmp_path):
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "photos" / f"{i}.png"), textured_image(20, 20, seed=i))
+    source = [a.replace("{photos}", str(tmp_path / "photos")) for a in source]
+    run = edge_sr(*source, "--model", "fsrcnn-s", "--output", str(tmp_path / "out.png"), "--threads", "1")
+    assert run.returncode == 2 and "holds one image" in run.stderr and "--frames 1" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.png").exists()
+
+
 def test_stream_frames_into_a_folder_are_numbered_pngs(tmp_path):
     run = edge_sr("--demo", "--frames", "3", "--model", "fsrcnn-s", "--backend", "onnxruntime",
                   "--output", str(tmp_path / "frames") + "/", *SMALL)
@@ -230,6 +254,8 @@ def busy_port():
     (["--demo", "--target-fps", "-3"], "positive number"),
     (["--camera", "/dev/video-none"], "no camera found"),
     (["--demo", "--video", "x.mp4"], "exactly one source"),
+    (["--images", "pyproject.toml"], "not an image: pyproject.toml"),
+    (["--demo", "--output", "/nonexistent-dir/out.mp4"], "output folder does not exist"),  # before auto's measuring
     ([], "exactly one source"),
     (["--demo", "--serve", "0.0.0.0:8080"], "needs --token"),
     (["--demo", "--model", "edge_runtime/models/fsrcnn-s_x2_fp32.onnx", "--precision", "int8"],
