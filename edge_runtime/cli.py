@@ -250,6 +250,9 @@ def _stop_on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # FFmpeg's own lines ("moov atom not found") would come before ours and break into the status line; read
+    # once, at OpenCV's first video. Fatal ones still print; setting the variable yourself keeps its level.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
     try:
         if argv[:1] == ["bench"]:
             from edge_runtime.bench import bench_main

@@ -10,6 +10,7 @@ import cv2
 from edge_runtime.errors import SinkError
 from edge_runtime.files import check_writable, write_atomic
 from edge_runtime.metrics import IMAGE_SUFFIXES
+from edge_runtime.sources import opencv_errors_only
 
 
 class VideoFileSink:
@@ -30,12 +31,8 @@ class VideoFileSink:
         self.tmp.unlink(missing_ok=True)
 
     def open(self, size: tuple[int, int]) -> cv2.VideoWriter:
-        level = cv2.getLogLevel()
-        cv2.setLogLevel(2)  # errors only: a refused container is our one line, not OpenCV's warnings too
-        try:
+        with opencv_errors_only():  # a refused container is our one line, not OpenCV's warnings too
             writer = cv2.VideoWriter(str(self.tmp), self.fourcc, self.fps, size)
-        finally:
-            cv2.setLogLevel(level)
         if not writer.isOpened():
             self.tmp.unlink(missing_ok=True)
             raise SinkError(f"cannot write video {self.path} (OpenCV writes .mp4, .avi, .mkv or .mov)")

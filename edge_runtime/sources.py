@@ -7,6 +7,7 @@ does), `name` and `frame_count` (how many frames it holds: known for files, None
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,18 @@ from edge_runtime.frames import Frame
 from edge_runtime.metrics import IMAGE_SUFFIXES, image_files, imresize, modcrop
 
 CAMERA_RECONNECT_SECONDS = 2.0
+
+
+@contextmanager
+def opencv_errors_only():
+    """OpenCV's warnings held back (a camera index that is not there, a container it cannot write): the caller
+    says what failed in one line of its own."""
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(2)
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
 
 
 def _resize_to(bgr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -114,7 +127,8 @@ class OpenCVCamera:
         self.size = size or (int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
 
     def _open(self):
-        capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2) if isinstance(self.device, int) else cv2.VideoCapture(self.device)
+        with opencv_errors_only():
+            capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2) if isinstance(self.device, int) else cv2.VideoCapture(self.device)
         if not capture.isOpened():
             capture.release()
             return None
