@@ -44,7 +44,10 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # The paper's recipe: x3 from scratch, then x2/x4 by fine-tuning the deconvolution only, then all
-# layers briefly. The shipped weights were trained with these defaults (TRAINING.md).
+# layers briefly. The shipped weights were trained with these defaults (TRAINING.md). A run writes to
+# $(WEIGHTS) only what beats the weights already there (each run's own best: runs/.../<id>/best.pt);
+# `make train WEIGHTS=runs/weights` keeps a from-scratch chain apart from the shipped weights.
+WEIGHTS ?= training/weights
 FAMILIES ?= fsrcnn fsrcnn-s
 X3_ITERS_fsrcnn ?= 45000
 X3_ITERS_fsrcnn-s ?= 120000
@@ -52,15 +55,16 @@ DECONV_ITERS ?= 1500
 FINETUNE_ITERS ?= 2500
 train-x3: $(STAMP)
 	for m in $(FAMILIES); do \
-	  $(PY) -m training.train --model $$m --scale 3 --iters $$( [ $$m = fsrcnn ] && echo $(X3_ITERS_fsrcnn) || echo $(X3_ITERS_fsrcnn-s) ) --resume || exit 1; \
+	  $(PY) -m training.train --model $$m --scale 3 --iters $$( [ $$m = fsrcnn ] && echo $(X3_ITERS_fsrcnn) || echo $(X3_ITERS_fsrcnn-s) ) \
+	    --out-dir $(WEIGHTS) --resume || exit 1; \
 	done
 
 train-transfer: $(STAMP)
 	for m in $(FAMILIES); do for s in 2 4; do \
 	  $(PY) -m training.train --model $$m --scale $$s --iters $(DECONV_ITERS) --train-only deconv \
-	    --deconv-lr-mult 1 --init-from training/weights/$${m}_x3.pt --run-dir runs/deconv || exit 1; \
+	    --deconv-lr-mult 1 --init-from $(WEIGHTS)/$${m}_x3.pt --run-dir runs/deconv --out-dir $(WEIGHTS) || exit 1; \
 	  $(PY) -m training.train --model $$m --scale $$s --iters $(FINETUNE_ITERS) --lr 2e-4 \
-	    --init-from training/weights/$${m}_x$$s.pt --run-dir runs/all || exit 1; \
+	    --init-from runs/deconv/$${m}_x$$s/best.pt --run-dir runs/all --out-dir $(WEIGHTS) || exit 1; \
 	done; done
 
 train: train-x3 train-transfer

@@ -26,6 +26,9 @@ def test_a_joint_run_trains_one_body_under_three_heads_and_saves_each_scale(tiny
     assert set(best) == {2, 3, 4} and models[2].config.deconv_pad == 4 and models[3].config.deconv_pad == 3
     assert steps[2] == steps[4] == 40  # fresh heads still improving; saved at the same validation: the same body
     assert all(torch.equal(a, b) for a, b in zip(models[2].body.parameters(), models[4].body.parameters()))
+    for s in (2, 3, 4):  # each scale's own best in its run folder too
+        own = load_weights(tmp_path / "runs" / f"fsrcnn-s_x{s}" / "best.pt", expect_scale=s)
+        assert all(torch.equal(a, b) for a, b in zip(own.parameters(), models[s].parameters()))
 
 
 def test_heads_come_from_the_heads_folder_and_the_body_from_init_from(tmp_path):

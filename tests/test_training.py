@@ -30,6 +30,24 @@ def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny
     assert model.config.d == 32
 
 
+def test_a_run_that_does_not_beat_the_weights_in_its_out_dir_keeps_them_and_its_own_best_in_its_run_folder(
+        tiny_dataset, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for suffix in (".pt", ".json"):  # the shipped weights, where a fresh two-step run would otherwise land
+        (weights / f"fsrcnn-s_x2{suffix}").write_bytes((ROOT / "training" / "weights" / f"fsrcnn-s_x2{suffix}").read_bytes())
+    before = (weights / "fsrcnn-s_x2.pt").read_bytes()
+    run = subprocess.run([PYTHON, "-m", "training.train", "--model", "fsrcnn-s", "--scale", "2", "--data-dir",
+                          str(tiny_dataset), "--iters", "2", "--eval-every", "1", "--batch", "4", "--lr-patch", "8",
+                          "--run-dir", str(tmp_path / "runs"), "--out-dir", str(weights), "--threads", "1"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (weights / "fsrcnn-s_x2.pt").read_bytes() == before
+    assert f"{weights / 'fsrcnn-s_x2.pt'} kept" in run.stdout
+    own_best = tmp_path / "runs" / "fsrcnn-s_x2" / "best.pt"
+    assert load_weights(own_best, expect_scale=2).config.d == 32 and str(own_best) in run.stdout
+
+
 def first_step_loss(run_dir, args: list[str]) -> float:
     """Step 1's logged loss of an fsrcnn-s x2 run on the tiny data, one thread, seed 0."""
     train_module.train(train_module.parse_args([

@@ -4,8 +4,9 @@
     python -m training.train --model fsrcnn --scale 2 --init-from training/weights/fsrcnn_x3.pt --train-only deconv
     torchrun --nproc_per_node 4 -m training.train ...      # same script, DistributedDataParallel
 
-Runs resume from runs/<id>/last.pt with --resume; the best-by-validation weights are written to
---out-dir/<id>.pt (+ .json) whenever validation PSNR improves.
+Runs resume from runs/<id>/last.pt with --resume. The best-by-validation weights are written to
+runs/<id>/best.pt (+ .json) whenever validation PSNR improves, and to --out-dir/<id>.pt (+ .json) while they
+also beat the weights already there, so that a short or fresh run never replaces better ones.
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ class TrainConfig:
                                 "checkpoint's at this scale, else model.TRAIN_PAD")
     train_only: str = option("all", "all, or deconv: freeze everything but the deconvolution (scale transfer)")
     run_dir: str = option("runs", "log.csv and the resume point go to RUN_DIR/<id>/")
-    out_dir: str = option("training/weights", "the best weights by validation go to OUT_DIR/<id>.pt (+ .json)")
+    out_dir: str = option("training/weights", "the best weights by validation go to OUT_DIR/<id>.pt (+ .json) while they "
+                                              "beat the weights already there (always to RUN_DIR/<id>/best.pt)")
     resume: bool = option(False, "continue from RUN_DIR/<id>/last.pt")
     seed: int = option(0, "seeds the initialisation and the patch draws")
     threads: int = option(0, "torch CPU threads; 0: torch's default")
@@ -235,6 +237,37 @@ def make_optimizer(cfg: TrainConfig, model: FSRCNN) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr)
 
 
+class BestWeights:
+    """Where a run's best weights go: RUN/<id>/best.pt each time validation improves, and OUT_DIR/<id>.pt only
+    while they beat the weights already there (scored on the validation set when the run starts or resumes).
+    The default OUT_DIR holds the shipped weights: a quick or fresh run must not replace them with worse ones."""
+
+    def __init__(self, run: Path, out_path: Path, pairs, scale: int, device: torch.device):
+        self.run_path, self.out_path = run / "best.pt", out_path
+        self.to_beat = -math.inf
+        if out_path.is_file():
+            try:
+                self.to_beat = validate(load_weights(out_path, expect_scale=scale).to(device), pairs, scale)
+            except CheckpointError:  # damaged or foreign: nothing there worth keeping
+                pass
+        self.written = False
+
+    def save(self, model: FSRCNN, val: float, meta: dict) -> None:
+        save_weights(model, self.run_path, meta)
+        if val > self.to_beat:
+            save_weights(model, self.out_path, meta)
+            self.to_beat, self.written = val, True
+
+    def outcome(self, best: float, val_set: str) -> str:
+        """The run's last line: its best, and where it went."""
+        if self.written:
+            return f"best {val_set} PSNR {best:.3f} dB, written to {self.out_path}"
+        if self.run_path.is_file():
+            return (f"best {val_set} PSNR {best:.3f} dB, in {self.run_path}; {self.out_path} kept: it scores "
+                    f"{self.to_beat:.3f} dB")
+        return f"best {val_set} PSNR {best:.3f} dB: no better than the start, nothing written"
+
+
 def save_resume_point(run: Path, model: FSRCNN, ema: AveragedModel | None, optimizer, step: int, best: float,
                       seconds: float) -> None:
     """runs/<id>/last.pt: weights, their moving average, optimizer state, step, best PSNR, head padding and the
@@ -294,10 +327,10 @@ def train(cfg: TrainConfig) -> float:
     if ema is not None and state is not None and state.get("ema"):
         ema.load_state_dict(state["ema"])
     scored = ema.module if ema is not None else model  # what is validated and saved
-    if cfg.init_from and step == 0 and is_main:
-        # Fine-tuning must beat where it starts before it may overwrite the shipped weights.
+    if cfg.init_from and step == 0 and is_main:  # a fine-tune's best must beat where it starts
         best = validate(model, val_pairs, cfg.scale)
         print(f"{ident}: starting from {cfg.init_from}, {cfg.val_set} {best:.3f} dB")
+    keeper = BestWeights(run, Path(cfg.out_dir) / f"{ident}.pt", val_pairs, cfg.scale, device) if is_main else None
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log_path = run / "log.csv"
@@ -347,14 +380,14 @@ def train(cfg: TrainConfig) -> float:
                 log.flush()
                 if val > best:
                     best = val
-                    save_weights(scored, Path(cfg.out_dir) / f"{ident}.pt",
-                                 {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "loss": cfg.loss,
-                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
-                                     "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
-                                  "init_from": cfg.init_from, "init_from_sha256": init_digest,
-                                  "train_only": cfg.train_only,
-                                  "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
+                    keeper.save(scored, val,
+                                {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
+                                 "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "loss": cfg.loss,
+                                 **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
+                                    "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
+                                 "init_from": cfg.init_from, "init_from_sha256": init_digest,
+                                 "train_only": cfg.train_only,
+                                 "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
                 save_resume_point(run, model, ema, optimizer, step, best, time.time() - start)
                 bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
     except KeyboardInterrupt:
@@ -364,6 +397,8 @@ def train(cfg: TrainConfig) -> float:
     bar.close()
     if log:
         log.close()
+    if keeper is not None:
+        print(keeper.outcome(best, cfg.val_set))
     if distributed:
         dist.barrier()  # rank 0 may still be validating; leave together so no rank tears gloo down early
         dist.destroy_process_group()
@@ -373,15 +408,13 @@ def train(cfg: TrainConfig) -> float:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
-        best = train(cfg)
+        train(cfg)
     except (DataError, CheckpointError, OutputError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; resume with --resume", file=sys.stderr)
         return 130
-    if os.environ.get("RANK", "0") == "0":
-        print(f"best {cfg.val_set} PSNR {best:.3f} dB")
     return 0
 
 

@@ -7,8 +7,9 @@ The paper's transfer (an x3 body, a new deconvolution) says the body is nearly s
 step draws a batch at every scale and descends the sum of the three log-MSEs, which is minus the sum
 of the three PSNRs (over 10/ln 10): each scale weighs by how far it can still move in dB, not by the
 size of its error. Each scale's best-by-validation weights are written as an ordinary
---out-dir/<id>.pt (+ .json): the shared body and that scale's head, usable as any other checkpoint;
-each scale's validation log is an ordinary --run-dir/<id>/log.csv.
+--run-dir/<id>/best.pt (+ .json), and to --out-dir/<id>.pt while they beat the weights already there (as
+train.py does): the shared body and that scale's head, usable as any other checkpoint; each scale's
+validation log is an ordinary --run-dir/<id>/log.csv.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from tqdm import tqdm
 from edge_runtime.files import OutputError, sha256
 from edge_runtime.metrics import load_eval_set
 from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import SCALES, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset, save_weights
-from training.train import LR_PATCH, check_run_settings, cosine_lr, option, parse_args, schedule_progress, validate
+from training.model import SCALES, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset
+from training.train import LR_PATCH, BestWeights, check_run_settings, cosine_lr, option, parse_args, schedule_progress, validate
 
 
 @dataclass
@@ -47,7 +48,8 @@ class JointConfig:
     min_lr_ratio: float = option(0.01, "cosine decay floor, as a share of --lr")
     eval_every: int = option(1000, "steps between validations")
     run_dir: str = option("runs", "each scale's log.csv goes to RUN_DIR/<id>/")
-    out_dir: str = option("training/weights", "each scale's best weights go to OUT_DIR/<id>.pt (+ .json)")
+    out_dir: str = option("training/weights", "each scale's best weights go to OUT_DIR/<id>.pt (+ .json) while they "
+                                              "beat the weights already there (always to RUN_DIR/<id>/best.pt)")
     seed: int = option(0, "seeds the patch draws")
     threads: int = option(0, "torch CPU threads; 0: torch's default")
 
@@ -102,10 +104,12 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
                   "heads_from": cfg.heads_from, "train_only": "all", "joint_scales": list(SCALES), "trained_on": "cpu"}
 
     with ExitStack() as stack:  # one log per scale, in train.py's columns: runs/<run>/<id>/log.csv
-        writers = {}
+        writers, keepers = {}, {}
         for s in SCALES:
             run = Path(cfg.run_dir) / model_id(cfg.model, s)
             run.mkdir(parents=True, exist_ok=True)
+            keepers[s] = BestWeights(run, Path(cfg.out_dir) / f"{model_id(cfg.model, s)}.pt", val_pairs[s], s,
+                                     torch.device("cpu"))
             log = stack.enter_context(open(run / "log.csv", "w", newline="", buffering=1))
             writers[s] = csv.writer(log)
             writers[s].writerow(["step", "loss", "val_psnr", "lr", "seconds"])
@@ -137,10 +141,11 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
                 for s, val in vals.items():
                     if val > best[s]:
                         best[s] = val
-                        save_weights(models[s], Path(cfg.out_dir) / f"{model_id(cfg.model, s)}.pt",
-                                     {"step": step, "val_psnr": round(val, 4), **provenance})
+                        keepers[s].save(models[s], val, {"step": step, "val_psnr": round(val, 4), **provenance})
                 bar.set_postfix({f"x{s}": f"{v:.3f}" for s, v in vals.items()})
         bar.close()
+    for s in SCALES:
+        print(f"x{s}: {keepers[s].outcome(best[s], cfg.val_set)}")
     return best
 
 
@@ -150,14 +155,13 @@ PROG = "python -m training.train_joint"
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv, JointConfig, __doc__, PROG)
     try:
-        best = train_joint(cfg)
+        train_joint(cfg)
     except (DataError, CheckpointError, OutputError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the best weights so far are in --out-dir", file=sys.stderr)
+        print(f"{PROG}: interrupted; each scale's best weights so far are in --run-dir/<id>/best.pt", file=sys.stderr)
         return 130
-    print("best " + ", ".join(f"x{s} {v:.3f}" for s, v in best.items()) + f" dB ({cfg.val_set})")
     return 0
 
 
