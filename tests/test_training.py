@@ -100,11 +100,13 @@ def test_a_teachers_ensemble_computed_once_gives_the_per_step_teachers_loss_when
     assert json.load(open(tmp_path / "once" / "fsrcnn-s_x2.json"))["teacher_ensemble"] is True
 
 
-def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
+def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path, capsys):
     common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--eval-every", "10",
               "--batch", "4", "--lr-patch", "8", "--run-dir", str(tmp_path), "--out-dir", str(tmp_path), "--threads", "1"]
-    train_module.train(train_module.parse_args(common + ["--iters", "20"]))
+    train_module.train(train_module.parse_args(common + ["--iters", "20", "--resume"]))
+    assert f"nothing to resume in {tmp_path / 'fsrcnn-s_x3'}, starting at step 0" in capsys.readouterr().out
     train_module.train(train_module.parse_args(common + ["--iters", "30", "--resume"]))
+    assert "resumed fsrcnn-s_x3 at step 20" in capsys.readouterr().out
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "fsrcnn-s_x3" / "log.csv"))]
     assert steps == [10, 20, 30]
     with pytest.raises(CheckpointError, match="resume with --deconv-pad 3"):  # the same shapes, another head

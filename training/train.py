@@ -322,6 +322,8 @@ def train(cfg: TrainConfig) -> float:
         sampler.reseed(cfg.seed + rank + step)
         if is_main:
             print(f"resumed {ident} at step {step}, best {cfg.val_set} {best:.3f} dB")
+    elif cfg.resume and is_main:  # `make train-x3` always asks: the first time there is nothing yet
+        print(f"{ident}: nothing to resume in {run}, starting at step 0")
     model.subpixel_head = True
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
     if ema is not None and state is not None and state.get("ema"):
