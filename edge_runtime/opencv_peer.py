@@ -54,7 +54,7 @@ class OpenCVSuperRes(Upscaler):
         except cv2.error as err:
             raise BackendError(f"{path}: OpenCV cannot read this graph ({str(err).strip().splitlines()[-1][:120]})") from None
 
-    def run(self, y: np.ndarray) -> np.ndarray:
+    def _run(self, y: np.ndarray) -> np.ndarray:
         self.net.setInput(cv2.dnn.blobFromImage(y.astype(np.float32) * (1.0 / 255.0)))
         return self.net.forward()[0, 0] * 255.0
 

@@ -137,9 +137,24 @@ def onnx_int8_heads_table() -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def large_photo_table() -> str | None:
+    data = load("large_photo.json")
+    if not data:
+        return None
+    lines = [f"Machine: `{data['machine']['device']}`, {data['threads']} threads, a {data['size']} photo upscaled x2 "
+             "(`upscale_bgr`), each run in its own process.", "",
+             "| model | in one piece | in tiles | tiles vs one piece | same output |", "|---" * 5 + "|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['model']} | {r['whole_seconds']:.1f} s, {r['whole_peak_mb']:,} MB | {r['tiled_seconds']:.1f} s, "
+                     f"{r['tiled_peak_mb']:,} MB | {r['tiled_speedup']:.2f}x as fast, {r['tiled_memory_share']:.0%} of the "
+                     f"memory | {'yes' if r['same_output'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": stream_table,
           "artifacts": artifact_table, "training": training_table, "int8_forms": int8_forms_table,
-          "int8_layer_costs": int8_layer_costs_table, "onnx_int8_heads": onnx_int8_heads_table}
+          "int8_layer_costs": int8_layer_costs_table, "onnx_int8_heads": onnx_int8_heads_table,
+          "large_photo": large_photo_table}
 
 
 DOCS = ("README.md", "QUANTIZE.md", "BENCHMARKS.md")

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, textured_image
 from edge_runtime import metrics
+from edge_runtime.backends import load_upscaler
 from edge_runtime.errors import BackendError
 from edge_runtime.models import MODELS_DIR, open_shipped
 
@@ -60,3 +61,16 @@ def test_litert_still_runs_where_no_temp_file_can_be_made(monkeypatch):
     monkeypatch.setattr("edge_runtime.backends.tempfile.TemporaryFile", no_temp_files)
     out = open_shipped("fsrcnn-s", scale=2, backend="litert", threads=1).upscale_bgr(np.zeros((8, 8, 3), np.uint8))
     assert out.shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("name", ["fsrcnn_x2_int8.tflite", "fsrcnn_x2_fp32.onnx", "fsrcnn_x3_int8.onnx",
+                                  "fsrcnn-s_x4_fp32.tflite"])
+def test_a_large_frame_goes_through_in_tiles_that_give_the_whole_frames_output_bit_for_bit(name):
+    y = metrics.rgb_to_y(textured_image(150, 203, seed=3)[..., ::-1])  # odd sizes: the last tiles are odd too
+    upscaler = load_upscaler(MODELS_DIR / name, threads=1)
+    whole = upscaler.upscale(y), upscaler.run(y)
+    upscaler.tile, upscaler.whole_limit = 40, 0  # 4 x 6 tiles, each cut with the default margin
+    assert all(np.array_equal(a, b) for a, b in zip(whole, (upscaler.upscale(y), upscaler.run(y))))
+    if name.startswith("fsrcnn_x"):
+        upscaler.margin = 4  # under FSRCNN's reach (8 LR pixels): the seams show, so the test can see them
+        assert not np.array_equal(whole[0], upscaler.upscale(y))
