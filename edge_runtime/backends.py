@@ -78,27 +78,41 @@ class Upscaler:
     def upscale(self, y: np.ndarray) -> np.ndarray:
         return self._tiled(y, self._upscale)
 
+    def upscale_bgr(self, image: np.ndarray) -> np.ndarray:
+        """BGR (or grey) uint8 -> BGR uint8 at scale x the size: Y through the net, chroma bilinear."""
+        frame = Frame.from_bgr(image, 0)
+        return compose(self.upscale(frame.y), frame.chroma)
+
     def _tiled(self, y: np.ndarray, forward) -> np.ndarray:
         h, w = y.shape
         if h * w <= self.whole_limit:
             return forward(y)
         out = None
-        for top in range(0, h, self.tile):
-            for left in range(0, w, self.tile):
-                bottom, right = min(top + self.tile, h), min(left + self.tile, w)
-                y0, x0 = max(top - self.margin, 0), max(left - self.margin, 0)
-                part = forward(y[y0:min(bottom + self.margin, h), x0:min(right + self.margin, w)])
-                s = part.shape[0] // (min(bottom + self.margin, h) - y0)
+        for (top, bottom), (y0, y1) in self._windows(h):
+            for (left, right), (x0, x1) in self._windows(w):
+                part = forward(y[y0:y1, x0:x1])
+                s = part.shape[0] // (y1 - y0)
                 if out is None:
                     out = np.empty((h * s, w * s), part.dtype)
                 out[top * s:bottom * s, left * s:right * s] = \
                     part[(top - y0) * s:(bottom - y0) * s, (left - x0) * s:(right - x0) * s]
         return out
 
-    def upscale_bgr(self, image: np.ndarray) -> np.ndarray:
-        """BGR (or grey) uint8 -> BGR uint8 at scale x the size: Y through the net, chroma bilinear."""
-        frame = Frame.from_bgr(image, 0)
-        return compose(self.upscale(frame.y), frame.chroma)
+    def _windows(self, n: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Along one axis of n pixels: ((core start, end), (window start, end)) per tile. Cores of equal, even
+        length cover the axis; each window holds its core and `margin` pixels beyond it, or reaches the frame's
+        edge. Every window has one length (LiteRT reallocates its tensors at each new shape), at an even start
+        (superpixel heads), but the last of an odd axis, one pixel longer."""
+        tiles = -(-n // self.tile)
+        core = -(-n // tiles) + (-(-n // tiles)) % 2
+        length = min(core + 2 * self.margin, n)
+        windows = []
+        for start in range(0, n, core):
+            end = min(start + core, n)
+            w0 = min(max(start - self.margin, 0), n - length)
+            w0 -= w0 % 2
+            windows.append(((start, end), (w0, max(w0 + length, min(end + self.margin, n)))))
+        return windows
 
 
 # x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) run ONNX Runtime's U8S8 INT8 convs with VPMADDUBSW, whose

@@ -74,3 +74,16 @@ def test_a_large_frame_goes_through_in_tiles_that_give_the_whole_frames_output_b
     if name.startswith("fsrcnn_x"):
         upscaler.margin = 4  # under FSRCNN's reach (8 LR pixels): the seams show, so the test can see them
         assert not np.array_equal(whole[0], upscaler.upscale(y))
+
+
+def test_tiles_cover_each_axis_once_through_windows_of_one_length_at_even_starts():
+    upscaler = load_upscaler(MODELS_DIR / "fsrcnn-s_x2_fp32.onnx", threads=1)
+    upscaler.tile, upscaler.margin = 40, 16
+    for n in range(1, 300):
+        windows = upscaler._windows(n)
+        cores = [core for core, _ in windows]
+        assert cores[0][0] == 0 and cores[-1][1] == n and all(a[1] == b[0] for a, b in zip(cores, cores[1:]))
+        for (start, end), (w0, w1) in windows:
+            assert w0 % 2 == 0 and (w0 == 0 or w0 <= start - 16) and (w1 == n or w1 >= end + 16)
+        lengths = {w1 - w0 for _, (w0, w1) in windows[:-1 if n % 2 else None]}
+        assert len(lengths) <= 1  # one shape, so LiteRT allocates once (the last window of an odd axis aside)
