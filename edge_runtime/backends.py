@@ -60,7 +60,7 @@ class Upscaler:
 
     A frame over `whole_limit` pixels goes through the model in tiles of `tile` x `tile` LR pixels, each
     with `margin` pixels of its neighbours' context, so memory stays bounded: a 12-megapixel photo took
-    12.9 GB through FSRCNN x2 FP32 in one piece. The margin is twice FSRCNN's reach (8 LR pixels: with a
+    7 to 17 GB through the FSRCNN x2 artifacts in one piece (benchmarks/large_photo.py). The margin is twice FSRCNN's reach (8 LR pixels: with a
     margin of 6, FSRCNN x2's tiles differ from the whole frame), so each tile's output is the whole frame's,
     bit for bit (tested); both are even, so a superpixel head's 2x2 blocks fall where they do in the whole frame."""
 
