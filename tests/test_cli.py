@@ -104,7 +104,7 @@ def test_images_of_different_sizes_go_into_a_video_only_at_one_size(tmp_path):
 def test_images_into_a_folder_keep_their_names_formats_and_own_sizes(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
-    sizes = {"a.png": (30, 41), "b.jpg": (26, 50), "c.bmp": (17, 23)}
+    sizes = {"a.png": (30, 41), "b.jpg": (26, 50), "c.bmp": (17, 23), "d.webp": (19, 22)}
     for i, (name, (h, w)) in enumerate(sizes.items()):
         cv2.imwrite(str(photos / name), textured_image(h, w, seed=i))
     run = edge_sr("--images", str(photos), "--scale", "3", "--model", "fsrcnn-s", "--backend", "onnxruntime",
