@@ -83,7 +83,8 @@ class StreamStats:
             stages = " ".join(f"{s} {np.mean(list(v)[-30:]):.1f}ms" if v else f"{s} -" for s, v in self.stage_ms.items())
             psnr = f" | PSNR {self.psnr_sr[-1]:.2f} dB (bicubic {self.psnr_bicubic[-1]:.2f})" if self.psnr_sr else ""
             frames, dropped = self.frames, self.dropped
-        return (f"{fps:6.1f} fps [{self.verdict(fps)} vs {self.target_fps:g}] | {stages} | "
+        rate = f"{fps:6.1f} fps [{self.verdict(fps)}" if fps else f"{'-':>6} fps [measuring"  # no verdict before a rate
+        return (f"{rate} vs {self.target_fps:g}] | {stages} | "
                 f"frames {self._progress(frames, fps)} dropped {dropped}{psnr}")
 
     def _progress(self, frames: int, fps: float) -> str:

@@ -2,6 +2,7 @@
 workers, flat memory, auto selection."""
 import dataclasses
 import json
+import time
 
 import pytest
 
@@ -108,3 +109,13 @@ def test_auto_measures_again_when_the_model_bytes_or_the_runtime_options_change(
     monkeypatch.setattr(backends, "ORT_SESSION_CONFIG", {"session.x64quantprecision": "1"} if
                         not backends.ORT_SESSION_CONFIG else {})
     assert cache_key(onnx, (64, 48), 1) != default
+
+
+def test_the_status_line_gives_no_verdict_before_it_has_a_rate():
+    stats = StreamStats(24, total=10)
+    assert stats.status_line().startswith("     - fps [measuring vs 24] |")
+    now = time.perf_counter()
+    stats.frame_out(now)
+    assert "[measuring vs 24]" in stats.status_line()  # one frame: no rate yet
+    stats.out_times.append(now + 0.01)  # a second frame out 10 ms later: 100 fps
+    assert "fps [PASS vs 24]" in stats.status_line() and "frames 1/10 (10%" in stats.status_line()
