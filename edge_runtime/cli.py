@@ -214,8 +214,12 @@ def stream(argv: list[str]) -> int:
         write_json(args.report, report)
     psnr = report.get("psnr")
     extra = f", PSNR {psnr['sr']:.2f} dB vs bicubic {psnr['bicubic_opencv']:.2f}" if psnr else ""
-    print(f"{report['frames']} frame{'' if report['frames'] == 1 else 's'}, {report['fps']:.1f} fps ({report['verdict']} vs {args.target_fps:g}), "
-          f"latency p50 {report['latency_ms'].get('p50', 0):.0f} ms, dropped {report['dropped']}{extra}")
+    latency = report["latency_ms"].get("p50", 0)
+    if report["frames"] == 1:  # one image: its time is the news, not a frame rate
+        print(f"1 frame in {latency / 1000:.2f} s{extra}")
+    else:
+        print(f"{report['frames']} frames, {report['fps']:.1f} fps ({report['verdict']} vs {args.target_fps:g}), "
+              f"latency p50 {latency:.0f} ms, dropped {report['dropped']}{extra}")
     return 130 if summary.get("interrupted") else 0
 
 
