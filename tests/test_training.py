@@ -186,6 +186,14 @@ def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_datas
     assert torch.nn.functional.avg_pool2d(hr, 3).sub(lr).abs().mean() < 0.03
 
 
+def test_patch_sampler_uses_each_image_at_the_sizes_asked_for(tiny_dataset):
+    own_size = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False, downscales=(1.0,))
+    paper = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False)
+    assert own_size.count == 3
+    assert torch.equal(own_size.lr_h, paper.lr_h[::len(DOWNSCALES)])  # each image's own size, the first of its versions
+    assert torch.equal(own_size.lr_w, paper.lr_w[::len(DOWNSCALES)])
+
+
 @pytest.mark.parametrize("weigh, small_share", [("pixels", 0.04), ("images", 0.5)])
 def test_patches_come_from_images_by_their_area_or_alike(tmp_path, weigh, small_share):
     for name, side, grey in (("small", 40, 50), ("big", 200, 200)):
@@ -278,6 +286,7 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--lr-patch", "-3"], "--lr-patch must be 0 (by scale) or more"),
     (["--data-dir", "{empty}", "--threads", "-1"], "--threads must be 0"),
     (["--data-dir", "{empty}", "--min-lr-ratio", "3"], "--min-lr-ratio must be in [0, 1]"),
+    (["--data-dir", "{empty}", "--downscales", "1", "1.5"], "--downscales must be factors in (0, 1], not 1.0 1.5"),
     (["--data-dir", "{empty}", "--init-from", "{empty}/missing.pt"], "checkpoint not found"),
     (["--data-dir", "{empty}", "--init-from", "README.md"], "missing its config file"),
 ])

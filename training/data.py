@@ -40,13 +40,14 @@ def set_folder(data_dir: Path, name: str) -> Path:
     return folder
 
 
-def augmented_pairs(folders: list[Path], scale: int, progress: bool = True, desc: str = "preparing"):
-    """(HR, LR) uint8 Y pairs of every training image at every DOWNSCALES factor (rotations are the
+def augmented_pairs(folders: list[Path], scale: int, progress: bool = True, desc: str = "preparing",
+                    downscales: tuple[float, ...] = DOWNSCALES):
+    """(HR, LR) uint8 Y pairs of every training image at every `downscales` factor (rotations are the
     caller's), each made by the evaluation's own degradation."""
     files = [f for folder in folders for f in image_files(folder)]
     for path in tqdm(files, desc=f"{desc} x{scale} pairs", disable=not progress, unit="img"):
         y = read_y(path)
-        for factor in DOWNSCALES:
+        for factor in downscales:
             yield degrade(y if factor == 1.0 else imresize(y, factor), scale)
 
 
@@ -60,11 +61,12 @@ class PatchSampler:
     """
 
     def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
-                 device: str | torch.device = "cpu", weigh: str = "pixels", transpose: bool = False):
+                 device: str | torch.device = "cpu", weigh: str = "pixels", transpose: bool = False,
+                 downscales: tuple[float, ...] = DOWNSCALES):
         self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
         self.poses = 8 if transpose else 4
         hr_parts, lr_parts, shapes = [], [], []
-        for hr, lr in augmented_pairs(folders, scale, progress):
+        for hr, lr in augmented_pairs(folders, scale, progress, downscales=downscales):
             if min(hr.shape) < lr_patch * scale:
                 continue
             hr_parts.append(hr.ravel())

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
-from training.data import WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
+from training.data import DOWNSCALES, WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset, repad_deconv, save_weights
 
 LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss}
@@ -56,6 +56,8 @@ class TrainConfig:
     weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
     # All 8 symmetries of the square: twice the distinct patches from T91's 91 images (the paper rotates only).
     transpose: bool = option(False, "add mirror images to the paper's 4 rotations")
+    downscales: list[float] = option(list(DOWNSCALES), "the sizes each training image is used at, as factors of its "
+                                                        "own (MATLAB bicubic; 1: as it is)")
     iters: int = option(100_000, "training steps; the cosine schedule spans them (or --minutes, whichever ends first)")
     minutes: float = option(0.0, "wall-clock budget the schedule spans; 0: none")
     batch: int = option(64, "patches per step")
@@ -101,7 +103,9 @@ def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str 
         if isinstance(value, bool):  # --flag / --no-flag
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=text)
         elif isinstance(value, list):
-            p.add_argument(flag, nargs="+", default=value, help=f"{text} (default: {' '.join(value)})", metavar="NAME")
+            kind = type(value[0])
+            p.add_argument(flag, nargs="+", type=kind, default=value, help=f"{text} (default: {' '.join(map(str, value))})",
+                           metavar="NAME" if kind is str else kind.__name__.upper())
         else:
             shown = "" if value in (None, "") else f" (default: {value})"
             p.add_argument(flag, type=type(value) if value is not None else str, default=value, help=text + shown)
@@ -153,6 +157,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("--teacher-ensemble needs --teacher MODEL.pt")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
+    if not all(0.0 < factor <= 1.0 for factor in cfg.downscales):
+        raise ValueError(f"--downscales must be factors in (0, 1], not {' '.join(map(str, cfg.downscales))}")
 
 
 def schedule_progress(cfg: TrainConfig, step: int, seconds: float) -> float:
@@ -302,7 +308,8 @@ def train(cfg: TrainConfig) -> float:
     folders = [set_folder(data_dir, name) for name in cfg.train_sets]
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
-                           progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose)
+                           progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose,
+                           downscales=tuple(cfg.downscales))
     if cfg.teacher_ensemble:
         sampler.teach(lambda lr: dihedral_mean(teacher, lr), progress=is_main)
 
@@ -384,7 +391,8 @@ def train(cfg: TrainConfig) -> float:
                     best = val
                     keeper.save(scored, val,
                                 {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
-                                 "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose, "ema": cfg.ema, "loss": cfg.loss,
+                                 "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose,
+                                 "downscales": cfg.downscales, "ema": cfg.ema, "loss": cfg.loss,
                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
                                     "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
                                  "init_from": cfg.init_from, "init_from_sha256": init_digest,
