@@ -1,5 +1,5 @@
-"""results/validation_curves.svg: Set5 validation PSNR of each model against its training steps, all its
-runs chained, from the training logs copied to results/training_logs/ (one CSV per run: step,loss,
+"""results/validation_curves.svg: Set5 validation PSNR of each model against the training patches it has seen,
+all its runs chained, one panel per model with its issue-2 target, from the training logs copied to results/training_logs/ (one CSV per run: step,loss,
 val_psnr,lr,seconds)."""
 from __future__ import annotations
 
@@ -34,45 +34,69 @@ def phases() -> list[str]:
     return PHASES + sorted(found - set(PHASES))
 
 
-COLORS = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#6a4c93", "#1982c4", "#8ac926"]
+# Patches per step where a run's batch was not the CPU's 64 (TRAINING.md's table), so that each curve's x axis
+# counts training patches seen: the GPU runs took 4 to 16 times the CPU's batch.
+BATCH = {"gpu1": 256, "gpu2": 256, "gpu3": 512, "gpu4": 1024, "gpu5": 512, "gpu6": 512}
+CPU_BATCH = 64
+# Issue 2's Set5 targets, drawn as each panel's dashed line.
+SET5_TARGETS = {"fsrcnn_x2": 37.10, "fsrcnn_x3": 33.28, "fsrcnn_x4": 30.82,
+                "fsrcnn-s_x2": 36.70, "fsrcnn-s_x3": 32.75, "fsrcnn-s_x4": 30.25}
+PANEL_DB = 1.0  # each panel's height in dB, ending just over its target or best
+WIDTH, PANEL_W, PANEL_H, LEFT, TOP, GAP = 960, 250, 170, 60, 74, 48
 
 
-def collect(runs: Path) -> None:
-    """Copy runs/**/log.csv to results/training_logs/<phase>_<id>.csv (runs/ itself is not tracked)."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    for log in runs.rglob("log.csv"):
-        rel = log.parent.relative_to(runs)
-        name = "_".join(rel.parts) if len(rel.parts) > 1 else f"scratch_{rel.parts[0]}"
-        shutil.copyfile(log, LOGS / f"{name}.csv")
-
-
-def svg(curves: dict[str, list[tuple[int, float]]], width=760, height=420) -> str:
-    pad = 56
-    steps = [s for c in curves.values() for s, _ in c]
-    values = [v for c in curves.values() for _, v in c]
-    lo, hi, top = min(values) - 0.1, max(values) + 0.1, max(steps)
-
-    def x(step):
-        return pad + (width - 2 * pad - 150) * step / top
-
-    def y(value):
-        return height - pad - (height - 2 * pad) * (value - lo) / (hi - lo)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+def svg(curves: dict[str, list[tuple[float, float, str]]]) -> str:
+    """One panel per model (rows by family, columns by scale): Set5 PSNR against millions of training patches,
+    GPU runs shaded, the target dashed; each panel spans PANEL_DB dB, so a restart's first evaluations fall below it."""
+    names = sorted(curves, key=lambda n: (n.startswith("fsrcnn-s"), n))
+    columns = 3
+    rows = -(-len(names) // columns)
+    height = TOP + rows * (PANEL_H + GAP) + 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">',
              '<rect width="100%" height="100%" fill="white"/>',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad - 150}" y2="{height - pad}" stroke="#333"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-             f'<text x="{(width - 150) / 2}" y="{height - 16}" text-anchor="middle">training step (all runs of a model, chained)</text>',
-             f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" text-anchor="middle">Set5 PSNR (dB)</text>']
-    for tick in range(int(lo) + 1, int(hi) + 1):
-        parts.append(f'<text x="{pad - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>'
-                     f'<line x1="{pad}" y1="{y(tick):.1f}" x2="{width - pad - 150}" y2="{y(tick):.1f}" stroke="#eee"/>')
-    parts.append(f'<text x="{width - pad - 150}" y="{height - pad + 16}" text-anchor="end">{top}</text>')
-    for i, (name, points) in enumerate(sorted(curves.items())):
-        color = COLORS[i % len(COLORS)]
-        path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
-        parts.append(f'<text x="{width - pad - 140}" y="{pad + 16 * i}" fill="{color}">{name} (best {max(v for _, v in points):.2f})</text>')
+             f'<text x="{WIDTH / 2}" y="20" text-anchor="middle" font-size="14">Set5 PSNR (dB) during training, '
+             'all runs of each model chained; x: millions of training patches</text>',
+             f'<text x="{WIDTH / 2}" y="40" text-anchor="middle" fill="#555">shaded: runs on a lent H200 GPU; '
+             'dashed: the Set5 target of issue 2</text>']
+    for i, name in enumerate(names):
+        points = curves[name]
+        ox = LEFT + (i % columns) * (PANEL_W + GAP + 14)
+        oy = TOP + (i // columns) * (PANEL_H + GAP)
+        best = max(v for _, v, _ in points)
+        target = SET5_TARGETS.get(name)
+        hi = max(best, target or best) + 0.1
+        lo = hi - PANEL_DB
+        right = max(p for p, _, _ in points)
+
+        def x(patches):
+            return ox + PANEL_W * patches / right
+
+        def y(value):
+            return oy + PANEL_H * (hi - value) / (hi - lo)
+
+        clip = f"panel{i}"
+        parts.append(f'<clipPath id="{clip}"><rect x="{ox}" y="{oy}" width="{PANEL_W}" height="{PANEL_H}"/></clipPath>')
+        spans, start = [], 0.0  # the GPU runs' stretches of the x axis
+        for (p0, _, run0), (p1, _, run1) in zip(points, points[1:] + [(right, 0.0, "")]):
+            if run1 != run0:
+                if run0.startswith("gpu"):
+                    spans.append((start, p0))
+                start = p0
+        for a, b in spans:
+            parts.append(f'<rect x="{x(a):.1f}" y="{oy}" width="{max(x(b) - x(a), 0.5):.1f}" height="{PANEL_H}" fill="#eef3f8"/>')
+        for k in range(int(lo * 5) + 1, int(hi * 5) + 1):  # a grid line every 0.2 dB
+            parts.append(f'<line x1="{ox}" y1="{y(k / 5):.1f}" x2="{ox + PANEL_W}" y2="{y(k / 5):.1f}" stroke="#eee"/>'
+                         f'<text x="{ox - 5}" y="{y(k / 5) + 4:.1f}" text-anchor="end">{k / 5:.1f}</text>')
+        parts.append(f'<rect x="{ox}" y="{oy}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#333"/>')
+        parts.append(f'<text x="{ox}" y="{oy + PANEL_H + 14}" text-anchor="start">0</text>'
+                     f'<text x="{ox + PANEL_W}" y="{oy + PANEL_H + 14}" text-anchor="end">{right / 1e6:.0f}M</text>')
+        if target is not None:
+            parts.append(f'<line x1="{ox}" y1="{y(target):.1f}" x2="{ox + PANEL_W}" y2="{y(target):.1f}" '
+                         f'stroke="#c0392b" stroke-dasharray="5,3"/>')
+        path = " ".join(f"{x(p):.1f},{y(v):.1f}" for p, v, _ in points)
+        parts.append(f'<polyline clip-path="url(#{clip})" fill="none" stroke="#264653" stroke-width="1.2" points="{path}"/>')
+        goal = f", target {target:.2f}" if target is not None else ""
+        parts.append(f'<text x="{ox}" y="{oy - 6}" font-size="12">{name}: best {best:.3f}{goal}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -83,12 +107,13 @@ def main(argv: list[str]) -> int:
     if runs.is_dir():
         collect(runs)
     curves = {}
-    for phase in phases():  # each model's runs chained in the order they ran, steps counted on
+    for phase in phases():  # each model's runs chained in the order they ran, patches counted on
+        batch = BATCH.get(phase, CPU_BATCH)
         for log in sorted(LOGS.glob(f"{phase}_*.csv")):
             ident = log.stem[len(phase) + 1:]
             points = curves.setdefault(ident, [])
             offset = points[-1][0] if points else 0
-            points += [(offset + int(r["step"]), float(r["val_psnr"])) for r in csv.DictReader(log.open())]
+            points += [(offset + int(r["step"]) * batch, float(r["val_psnr"]), phase) for r in csv.DictReader(log.open())]
     if not curves:
         print("plot_curves: no training logs", file=sys.stderr)
         return 2
