@@ -155,7 +155,7 @@ def test_a_weight_average_run_saves_the_average_and_resumes_it(tiny_dataset, tmp
         train_module.train(train_module.parse_args(common[:-1] + ["1.5", "--iters", "1"]))
 
 
-def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path):
+def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path, capsys):
     cfg = train_module.parse_args([
         "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "100000000",
         "--minutes", "0.03", "--eval-every", "1000000", "--batch", "4", "--lr-patch", "8",
@@ -165,6 +165,9 @@ def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_datas
     rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv")))
     assert len(rows) == 1 and float(rows[0]["lr"]) == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.05)
     assert (tmp_path / "weights" / "fsrcnn-s_x2.pt").is_file()
+    # The progress bar counts the budget, not --iters: it ends full, its time left never in hours.
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%|" in bar and f"step={rows[0]['step']}" in bar, bar
 
 
 def test_taught_patches_are_cut_from_the_teachers_whole_image_output_where_the_hr_patch_is(tiny_dataset):

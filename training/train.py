@@ -169,6 +169,31 @@ def schedule_progress(cfg: TrainConfig, step: int, seconds: float) -> float:
     return min(progress, 1.0)
 
 
+class ScheduleBar:
+    """The run's progress bar, in percent of its schedule (steps or wall clock, whichever ends it first), so its
+    time left holds for a --minutes run too; the step count rides in its postfix."""
+
+    def __init__(self, desc: str, progress: float, step: int, enabled: bool = True):
+        self.bar = tqdm(total=100, initial=round(100 * progress, 1), desc=desc, disable=not enabled,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+                        mininterval=0.5 if sys.stderr.isatty() else 60)
+        self.first_step, self.step, self.fields = step, step, {}
+
+    def advance(self, progress: float, step: int) -> None:
+        self.step = step
+        self.bar.update(round(100 * progress, 1) - self.bar.n)
+
+    def show(self, **fields) -> None:
+        """The step, steps per second so far in this process, and `fields` (the latest validation)."""
+        self.fields.update(fields)
+        seconds = self.bar.format_dict["elapsed"]
+        rate = f"{(self.step - self.first_step) / seconds:.1f}it/s" if seconds > 0 else "-"
+        self.bar.set_postfix({"step": self.step, "speed": rate, **self.fields})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -349,10 +374,9 @@ def train(cfg: TrainConfig) -> float:
     if writer and new_log:
         writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"] + (["raw_psnr"] if ema is not None else []))
     start, running, running_steps = time.time() - trained_seconds, torch.zeros((), device=device), 0
-    bar = tqdm(total=cfg.iters, initial=step, desc=ident, disable=not is_main, unit="it",
-               mininterval=0.5 if sys.stderr.isatty() else 60)
     try:
         progress = schedule_progress(cfg, step, trained_seconds)
+        bar = ScheduleBar(ident, progress, step, enabled=is_main)
         while progress < 1.0:
             lr_now = cosine_lr(cfg, progress)
             for group in optimizer.param_groups:
@@ -377,8 +401,8 @@ def train(cfg: TrainConfig) -> float:
             step += 1
             running += loss.detach()  # no .item() per step: a GPU keeps queueing work
             running_steps += 1
-            bar.update(1)
             progress = schedule_progress(cfg, step, elapsed(start, distributed, device))
+            bar.advance(progress, step)
             if is_main and (step % cfg.eval_every == 0 or progress >= 1.0):
                 val = validate(scored, val_pairs, cfg.scale)
                 raw = [f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema is not None else []
@@ -399,7 +423,7 @@ def train(cfg: TrainConfig) -> float:
                                  "train_only": cfg.train_only,
                                  "trained_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
                 save_resume_point(run, model, ema, optimizer, step, best, time.time() - start)
-                bar.set_postfix(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
+                bar.show(loss=f"{mean_loss:.2e}", set5=f"{val:.2f}", best=f"{best:.2f}")
     except KeyboardInterrupt:
         if is_main:  # keep every finished step: --resume continues from here
             save_resume_point(run, model, ema, optimizer, step, best, time.time() - start)

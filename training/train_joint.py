@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from edge_runtime.files import OutputError, sha256
 from edge_runtime.metrics import load_eval_set
 from training.data import DataError, PatchSampler, resolve_data_dir, set_folder
 from training.model import SCALES, TRAIN_PAD, CheckpointError, FSRCNN, load_weights, model_id, preset
-from training.train import LR_PATCH, BestWeights, check_run_settings, cosine_lr, option, parse_args, schedule_progress, validate
+from training.train import LR_PATCH, BestWeights, ScheduleBar, check_run_settings, cosine_lr, option, parse_args, schedule_progress, validate
 
 
 @dataclass
@@ -114,8 +113,8 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
             writers[s] = csv.writer(log)
             writers[s].writerow(["step", "loss", "val_psnr", "lr", "seconds"])
         start, step, running, running_steps = time.time(), 0, torch.zeros(len(SCALES)), 0
-        bar = tqdm(total=cfg.iters, desc=f"{cfg.model} joint", unit="it", mininterval=0.5 if sys.stderr.isatty() else 60)
         progress = 0.0
+        bar = ScheduleBar(f"{cfg.model} joint", progress, step)
         while progress < 1.0:
             lr_now = cosine_lr(cfg, progress)
             for group in optimizer.param_groups:
@@ -130,8 +129,8 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
             running += torch.stack([loss.detach() for loss in losses])
             running_steps += 1
             step += 1
-            bar.update(1)
             progress = schedule_progress(cfg, step, time.time() - start)
+            bar.advance(progress, step)
             if step % cfg.eval_every == 0 or progress >= 1.0:
                 vals = {s: validate(models[s], val_pairs[s], s) for s in SCALES}
                 for s, mean_loss in zip(SCALES, (running / running_steps).tolist()):
@@ -142,7 +141,7 @@ def train_joint(cfg: JointConfig) -> dict[int, float]:
                     if val > best[s]:
                         best[s] = val
                         keepers[s].save(models[s], val, {"step": step, "val_psnr": round(val, 4), **provenance})
-                bar.set_postfix({f"x{s}": f"{v:.3f}" for s, v in vals.items()})
+                bar.show(**{f"x{s}": f"{v:.3f}" for s, v in vals.items()})
         bar.close()
     for s in SCALES:
         print(f"x{s}: {keepers[s].outcome(best[s], cfg.val_set)}")
