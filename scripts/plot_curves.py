@@ -1,6 +1,6 @@
 """results/validation_curves.svg: Set5 validation PSNR of each model against the training patches it has seen,
-all its runs chained, one panel per model with its issue-2 target, from the training logs copied to results/training_logs/ (one CSV per run: step,loss,
-val_psnr,lr,seconds)."""
+all its runs chained, one panel per model with its issue-2 target, from the training logs copied to
+results/training_logs/ (one CSV per run: step,loss,val_psnr,lr,seconds)."""
 from __future__ import annotations
 
 import argparse
