@@ -32,7 +32,7 @@ from quantize.calibration import CALIBRATION_SETS, calibration_patches
 from quantize.card import write_card
 from quantize.qat import INT8_FORM, QAT_TARGETS, QuantSim, quant_aware_finetune
 from quantize.rewrites import ONNX_REWRITES, REWRITES, superpixel_layers
-from training.data import DataError, resolve_data_dir, set_folder
+from training.data import DOWNSCALES, DataError, resolve_data_dir, set_folder
 from training.evaluate import WEIGHTS_DIR
 from training.model import PRESETS, SCALES, CheckpointError, FSRCNN, load_weights, model_id, save_weights
 
@@ -69,7 +69,7 @@ class BuildError(Exception):
 
 
 def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, patches: np.ndarray,
-                iters: int, target: str, train_sets: list[str], transpose: bool,
+                iters: int, target: str, train_sets: list[str], transpose: bool, downscales: list[float],
                 cache_dir: Path) -> tuple[FSRCNN, list[torch.Tensor]]:
     """The quantization-aware copy and its channel gains: reused from cache_dir or beside the checkpoint while
     made from this very checkpoint by this recipe, else fine-tuned and saved in cache_dir."""
@@ -81,12 +81,15 @@ def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, pat
             meta = json.loads(meta_path.read_text())
             if meta.get("qat_from_sha256") == digest and meta.get("qat_iters") == iters and meta.get("qat_recipe") == QAT_RECIPE \
                     and meta.get("qat_target") == target and meta.get("qat_sets") == train_sets \
-                    and meta.get("qat_transpose", False) == transpose:
+                    and meta.get("qat_transpose", False) == transpose \
+                    and meta.get("qat_downscales", list(DOWNSCALES)) == downscales:
                 return load_weights(cached), [torch.tensor(gains) for gains in meta["balance"]]
     tuned, sim_psnr, balance = quant_aware_finetune(model, data_dir, patches, iters=iters, target=target,
-                                                   train_sets=tuple(train_sets), transpose=transpose, desc=f"{ident} QAT")
+                                                   train_sets=tuple(train_sets), transpose=transpose,
+                                                   downscales=tuple(downscales), desc=f"{ident} QAT")
     save_weights(tuned, path, {"qat_from": checkpoint.name, "qat_from_sha256": digest, "qat_iters": iters,
                                "qat_recipe": QAT_RECIPE, "qat_target": target, "qat_sets": train_sets, "qat_transpose": transpose,
+                               "qat_downscales": downscales,
                                "simulated_int8_set5_psnr": round(sim_psnr, 4),
                                "balance": [gains.tolist() for gains in balance]})
     return tuned, balance
@@ -125,8 +128,9 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
         target = qat_target
         trained = json.loads(checkpoint.with_suffix(".json").read_text())  # QAT on the checkpoint's own data
         train_sets, transpose = trained.get("train_sets", list(CALIBRATION_SETS)), trained.get("transpose", False)
+        downscales = trained.get("downscales", list(DOWNSCALES))
         tuned, balance = qat_weights(model, ident, checkpoint, data_dir, patches, qat_iters, target, train_sets, transpose,
-                                     weights_dir if shipping(out_dir) else out_dir)
+                                     downscales, weights_dir if shipping(out_dir) else out_dir)
         ceilings = QuantSim(tuned, torch.from_numpy(patches), balance).ceilings()
         bar.update(1)
         made = {}

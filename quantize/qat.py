@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edge_runtime.metrics import evaluate_set, load_eval_set
-from training.data import PatchSampler, set_folder
+from training.data import DOWNSCALES, PatchSampler, set_folder
 from training.model import FSRCNN, relu_layers
 from quantize.calibration import CALIBRATION_SETS
 
@@ -142,14 +142,16 @@ QAT_TARGETS = ("hr", "fp32")
 def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray, iters: int = 3000, lr: float = 1e-4,
                          batch: int = 32, lr_patch: int = 16, eval_every: int = 500, recalibrate_every: int = 50,
                          seed: int = 7, target: str = "hr", train_sets: tuple[str, ...] = CALIBRATION_SETS,
-                         transpose: bool = False, desc: str = "qat") -> tuple[FSRCNN, float, list[torch.Tensor]]:
+                         transpose: bool = False, downscales: tuple[float, ...] = DOWNSCALES,
+                         desc: str = "qat") -> tuple[FSRCNN, float, list[torch.Tensor]]:
     """Fine-tune a copy of `model` under simulated INT8, with channel gains (balance_gains) measured on
     the FP32 model and activation ranges from the export's `calibration` patches; returns the
     best-on-Set5 copy, its simulated PSNR and the gains its INT8 export must use. `target` is what the
     simulated INT8 output is fitted to: the HR patches ("hr"), or the FP32 model's own output on the
     LR patches ("fp32", distillation: the INT8 model's job is to reproduce the FP32 one). `train_sets` are
     the folders its patches come from: those the checkpoint was last trained on, so that QAT does not pull
-    the weights back towards other data; `transpose`, whether they come mirrored too, as its training's did."""
+    the weights back towards other data; `transpose`, whether they come mirrored too, and `downscales`, at which
+    sizes, as its training's did."""
     if target not in QAT_TARGETS:
         raise ValueError(f"target must be one of {QAT_TARGETS}, not {target!r}")
     scale = model.config.scale
@@ -159,7 +161,7 @@ def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray,
     balance = balance_gains(model, calibration)
     sim = QuantSim(work, calibration, balance)
     sampler = PatchSampler([set_folder(data_dir, n) for n in train_sets], scale, lr_patch, seed=seed, progress=False,
-                           transpose=transpose)
+                           transpose=transpose, downscales=downscales)
     val_pairs = load_eval_set(set_folder(data_dir, "Set5"), scale)
     optimizer = torch.optim.Adam([
         {"params": work.body.parameters(), "lr_mult": 1.0},

@@ -477,6 +477,19 @@ def test_a_build_into_another_folder_leaves_the_shipped_qat_copy_and_results_alo
     assert qat["qat_iters"] == 3 and qat["qat_target"] == "fp32"
 
 
+def test_qat_fine_tunes_at_the_image_sizes_its_checkpoint_was_trained_at(tmp_path, data_dir):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(WEIGHTS_DIR / "fsrcnn-s_x2.pt", weights)
+    trained = json.loads((WEIGHTS_DIR / "fsrcnn-s_x2.json").read_text())
+    (weights / "fsrcnn-s_x2.json").write_text(json.dumps({**trained, "downscales": [1.0]}))
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--formats", "onnx", "--qat-iters", "3",
+                          "--weights-dir", str(weights), "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "out" / "fsrcnn-s_x2_qat.json").read_text())["qat_downscales"] == [1.0]
+
+
 def test_a_build_without_qat_steps_is_refused():
     run = subprocess.run([PYTHON, "-m", "quantize.build", "--qat-iters", "0"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "--qat-iters must be at least 1, not 0" in run.stderr and "Traceback" not in run.stderr
