@@ -171,7 +171,7 @@ def schedule_progress(cfg: TrainConfig, step: int, seconds: float) -> float:
 
 class ScheduleBar:
     """The run's progress bar, in percent of its schedule (steps or wall clock, whichever ends it first), so its
-    time left holds for a --minutes run too; the step count rides in its postfix."""
+    time left holds for a --minutes run too; the step count and speed ride in its postfix, renewed at each validation."""
 
     def __init__(self, desc: str, progress: float, step: int, enabled: bool = True):
         self.bar = tqdm(total=100, initial=round(100 * progress, 1), desc=desc, disable=not enabled,
