@@ -34,6 +34,15 @@ def phases() -> list[str]:
     return PHASES + sorted(found - set(PHASES))
 
 
+def collect(runs: Path) -> None:
+    """Copy runs/**/log.csv to results/training_logs/<phase>_<id>.csv (runs/ itself is not tracked)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for log in runs.rglob("log.csv"):
+        rel = log.parent.relative_to(runs)
+        name = "_".join(rel.parts) if len(rel.parts) > 1 else f"scratch_{rel.parts[0]}"
+        shutil.copyfile(log, LOGS / f"{name}.csv")
+
+
 # Patches per step where a run's batch was not the CPU's 64 (TRAINING.md's table), so that each curve's x axis
 # counts training patches seen: the GPU runs took 4 to 16 times the CPU's batch.
 BATCH = {"gpu1": 256, "gpu2": 256, "gpu3": 512, "gpu4": 1024, "gpu5": 512, "gpu6": 512}
@@ -77,7 +86,7 @@ def svg(curves: dict[str, list[tuple[float, float, str]]]) -> str:
         clip = f"panel{i}"
         parts.append(f'<clipPath id="{clip}"><rect x="{ox}" y="{oy}" width="{PANEL_W}" height="{PANEL_H}"/></clipPath>')
         spans, start = [], 0.0  # the GPU runs' stretches of the x axis
-        for (p0, _, run0), (p1, _, run1) in zip(points, points[1:] + [(right, 0.0, "")]):
+        for (p0, _, run0), (_, _, run1) in zip(points, points[1:] + [(right, 0.0, "")]):
             if run1 != run0:
                 if run0.startswith("gpu"):
                     spans.append((start, p0))

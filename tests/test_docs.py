@@ -66,3 +66,18 @@ def test_plain_make_lists_targets_that_all_exist():
 def test_update_readme_refuses_a_flag_it_does_not_know():
     run = subprocess.run([sys.executable, str(SCRIPT), "--chek"], capture_output=True, text=True)
     assert run.returncode == 2 and "unrecognized arguments: --chek" in run.stderr
+
+
+def test_the_curves_collect_a_new_runs_log_and_give_each_model_a_panel_with_its_target(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("plot_curves", ROOT / "scripts" / "plot_curves.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    run = tmp_path / "runs" / "mine" / "fsrcnn-s_x3"
+    run.mkdir(parents=True)
+    (run / "log.csv").write_text("step,loss,val_psnr,lr,seconds\n1000,1e-3,32.40,1e-4,30\n2000,1e-3,32.45,1e-5,60\n")
+    monkeypatch.setattr(plot, "ROOT", tmp_path)
+    monkeypatch.setattr(plot, "LOGS", tmp_path / "results" / "training_logs")
+    assert plot.main([]) == 0
+    assert (tmp_path / "results" / "training_logs" / "mine_fsrcnn-s_x3.csv").is_file()
+    drawn = (tmp_path / "results" / "validation_curves.svg").read_text()
+    assert "fsrcnn-s_x3: best 32.450, target 32.75" in drawn and "0M</text>" in drawn  # 2,000 steps of 64 patches
