@@ -54,8 +54,20 @@ PANEL_DB = 1.0  # each panel's height in dB, ending just over its target or best
 WIDTH, PANEL_W, PANEL_H, LEFT, TOP, GAP = 960, 250, 170, 60, 74, 48
 
 
+def tick_step(right: float) -> float:
+    """The x axis's tick spacing: the smallest 1, 2 or 5 x 10^k patches that cuts it into at most 5 intervals."""
+    step = 1.0
+    while right / step > 5:
+        step *= 2.5 if f"{step:.0f}"[0] == "2" else 2
+    return step
+
+
+def patches_label(count: float) -> str:
+    return f"{count / 1e6:.0f}M" if count >= 1e6 else f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
+
+
 def svg(curves: dict[str, list[tuple[float, float, str]]]) -> str:
-    """One panel per model (rows by family, columns by scale): Set5 PSNR against millions of training patches,
+    """One panel per model (rows by family, columns by scale): Set5 PSNR against training patches seen,
     GPU runs shaded, the target dashed; each panel spans PANEL_DB dB, so a restart's first evaluations fall below it."""
     names = sorted(curves, key=lambda n: (n.startswith("fsrcnn-s"), n))
     columns = 3
@@ -64,7 +76,7 @@ def svg(curves: dict[str, list[tuple[float, float, str]]]) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">',
              '<rect width="100%" height="100%" fill="white"/>',
              f'<text x="{WIDTH / 2}" y="20" text-anchor="middle" font-size="14">Set5 PSNR (dB) during training, '
-             'all runs of each model chained; x: millions of training patches</text>',
+             'all runs of each model chained; x: training patches</text>',
              f'<text x="{WIDTH / 2}" y="40" text-anchor="middle" fill="#555">shaded: runs on a lent H200 GPU; '
              'dashed: the Set5 target of issue 2</text>']
     for i, name in enumerate(names):
@@ -96,9 +108,11 @@ def svg(curves: dict[str, list[tuple[float, float, str]]]) -> str:
         for k in range(int(lo * 5) + 1, int(hi * 5) + 1):  # a grid line every 0.2 dB
             parts.append(f'<line x1="{ox}" y1="{y(k / 5):.1f}" x2="{ox + PANEL_W}" y2="{y(k / 5):.1f}" stroke="#eee"/>'
                          f'<text x="{ox - 5}" y="{y(k / 5) + 4:.1f}" text-anchor="end">{k / 5:.1f}</text>')
+        step = tick_step(right)
+        for k in range(int(right // step) + 1):  # a grid line and a label every `step` patches
+            parts.append(f'<line x1="{x(k * step):.1f}" y1="{oy}" x2="{x(k * step):.1f}" y2="{oy + PANEL_H}" stroke="#eee"/>'
+                         f'<text x="{x(k * step):.1f}" y="{oy + PANEL_H + 14}" text-anchor="middle">{patches_label(k * step)}</text>')
         parts.append(f'<rect x="{ox}" y="{oy}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#333"/>')
-        parts.append(f'<text x="{ox}" y="{oy + PANEL_H + 14}" text-anchor="start">0</text>'
-                     f'<text x="{ox + PANEL_W}" y="{oy + PANEL_H + 14}" text-anchor="end">{right / 1e6:.0f}M</text>')
         if target is not None:
             parts.append(f'<line x1="{ox}" y1="{y(target):.1f}" x2="{ox + PANEL_W}" y2="{y(target):.1f}" '
                          f'stroke="#c0392b" stroke-dasharray="5,3"/>')

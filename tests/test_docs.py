@@ -80,4 +80,5 @@ def test_the_curves_collect_a_new_runs_log_and_give_each_model_a_panel_with_its_
     assert plot.main([]) == 0
     assert (tmp_path / "results" / "training_logs" / "mine_fsrcnn-s_x3.csv").is_file()
     drawn = (tmp_path / "results" / "validation_curves.svg").read_text()
-    assert "fsrcnn-s_x3: best 32.450, target 32.75" in drawn and "0M</text>" in drawn  # 2,000 steps of 64 patches
+    assert "fsrcnn-s_x3: best 32.450, target 32.75" in drawn
+    assert ">100k</text>" in drawn and ">150k</text>" not in drawn  # 2,000 steps of 64 patches: ticks at 0, 50k, 100k
