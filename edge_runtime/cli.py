@@ -77,7 +77,7 @@ def stream_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default: 2)")
     m.add_argument("--model", default="auto", metavar="{fsrcnn,fsrcnn-s,auto,PATH}",
-                   help="model family, a .onnx/.tflite file, or auto (best PSNR that holds --target-fps here)")
+                   help="model family, a .onnx/.tflite file, or auto (default: the best PSNR that holds --target-fps here)")
     m.add_argument("--precision", choices=PRECISIONS,
                    help="which shipped model of the family (default: int8, or auto's measured pick)")
     m.add_argument("--backend", choices=BACKENDS,
