@@ -63,7 +63,7 @@ def tick_step(right: float) -> float:
 
 
 def patches_label(count: float) -> str:
-    return f"{count / 1e6:.0f}M" if count >= 1e6 else f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
+    return f"{count / 1e6:g}M" if count >= 1e6 else f"{count / 1e3:g}k" if count >= 1e3 else f"{count:g}"
 
 
 def svg(curves: dict[str, list[tuple[float, float, str]]]) -> str:

@@ -82,3 +82,4 @@ def test_the_curves_collect_a_new_runs_log_and_give_each_model_a_panel_with_its_
     drawn = (tmp_path / "results" / "validation_curves.svg").read_text()
     assert "fsrcnn-s_x3: best 32.450, target 32.75" in drawn
     assert ">100k</text>" in drawn and ">150k</text>" not in drawn  # 2,000 steps of 64 patches: ticks at 0, 50k, 100k
+    assert [plot.patches_label(k * plot.tick_step(2.4e6)) for k in range(5)] == ["0", "500k", "1M", "1.5M", "2M"]
