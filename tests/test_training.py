@@ -9,7 +9,7 @@ import torch
 
 from conftest import PYTHON, ROOT
 from edge_runtime.files import sha256
-from edge_runtime.metrics import bicubic_upscale, evaluate_set, image_files, load_eval_set, read_y
+from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, image_files, load_eval_set, read_y
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
@@ -195,6 +195,21 @@ def test_patch_sampler_uses_each_image_at_the_sizes_asked_for(tiny_dataset):
     assert own_size.count == 3
     assert torch.equal(own_size.lr_h, paper.lr_h[::len(DOWNSCALES)])  # each image's own size, the first of its versions
     assert torch.equal(own_size.lr_w, paper.lr_w[::len(DOWNSCALES)])
+
+
+def test_phases_add_the_lr_made_on_each_of_the_other_pixel_grids(tiny_dataset):
+    one_grid = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False, downscales=(1.0,))
+    every_grid = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False, downscales=(1.0,), phases=True)
+    assert every_grid.count == 9 * one_grid.count
+    first = read_y(image_files(tiny_dataset / "T91")[0])
+    h, w = int(every_grid.lr_h[4]), int(every_grid.lr_w[4])  # the first image's fifth grid: 1 px off at top and left
+    start = int(every_grid.lr_start[4])
+    lr = every_grid.lr_pixels[start:start + h * w].view(h, w).numpy()
+    hr = every_grid.hr_pixels[start * 9:(start + h * w) * 9].view(3 * h, 3 * w).numpy()
+    expected_hr, expected_lr = degrade(first[1:, 1:], 3)
+    assert (hr == expected_hr).all() and (lr == expected_lr).all()
+    own_grid = one_grid.lr_pixels[:int(one_grid.lr_h[0] * one_grid.lr_w[0])].view(int(one_grid.lr_h[0]), -1).numpy()
+    assert not np.array_equal(lr, own_grid[:h, :w])  # another sampling of the picture
 
 
 @pytest.mark.parametrize("weigh, small_share", [("pixels", 0.04), ("images", 0.5)])

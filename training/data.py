@@ -41,14 +41,19 @@ def set_folder(data_dir: Path, name: str) -> Path:
 
 
 def augmented_pairs(folders: list[Path], scale: int, progress: bool = True, desc: str = "preparing",
-                    downscales: tuple[float, ...] = DOWNSCALES):
+                    downscales: tuple[float, ...] = DOWNSCALES, phases: bool = False):
     """(HR, LR) uint8 Y pairs of every training image at every `downscales` factor (rotations are the
-    caller's), each made by the evaluation's own degradation."""
+    caller's), each made by the evaluation's own degradation. With `phases`, each is also cut 0..scale-1
+    pixels from its top and left first: the scale² grids an LR pixel's footprint can sit on, where
+    rotations and mirrors only ever reuse the one grid."""
+    offsets = [(dy, dx) for dy in range(scale) for dx in range(scale)] if phases else [(0, 0)]
     files = [f for folder in folders for f in image_files(folder)]
     for path in tqdm(files, desc=f"{desc} x{scale} pairs", disable=not progress, unit="img"):
         y = read_y(path)
         for factor in downscales:
-            yield degrade(y if factor == 1.0 else imresize(y, factor), scale)
+            sized = y if factor == 1.0 else imresize(y, factor)
+            for dy, dx in offsets:
+                yield degrade(sized[dy:, dx:], scale)
 
 
 class PatchSampler:
@@ -62,11 +67,11 @@ class PatchSampler:
 
     def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
                  device: str | torch.device = "cpu", weigh: str = "pixels", transpose: bool = False,
-                 downscales: tuple[float, ...] = DOWNSCALES):
+                 downscales: tuple[float, ...] = DOWNSCALES, phases: bool = False):
         self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
         self.poses = 8 if transpose else 4
         hr_parts, lr_parts, shapes = [], [], []
-        for hr, lr in augmented_pairs(folders, scale, progress, downscales=downscales):
+        for hr, lr in augmented_pairs(folders, scale, progress, downscales=downscales, phases=phases):
             if min(hr.shape) < lr_patch * scale:
                 continue
             hr_parts.append(hr.ravel())

@@ -56,6 +56,8 @@ class TrainConfig:
     weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
     # All 8 symmetries of the square: twice the distinct patches from T91's 91 images (the paper rotates only).
     transpose: bool = option(False, "add mirror images to the paper's 4 rotations")
+    phases: bool = option(False, "also make each training image's LR on the other scale^2 - 1 pixel grids "
+                                 "(the image cut 1..scale-1 px from its top and left)")
     downscales: list[float] = option(list(DOWNSCALES), "the sizes each training image is used at, as factors of its "
                                                         "own (MATLAB bicubic; 1: as it is)")
     iters: int = option(100_000, "training steps; the cosine schedule spans them (or --minutes, whichever ends first)")
@@ -334,7 +336,7 @@ def train(cfg: TrainConfig) -> float:
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
                            progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose,
-                           downscales=tuple(cfg.downscales))
+                           downscales=tuple(cfg.downscales), phases=cfg.phases)
     if cfg.teacher_ensemble:
         sampler.teach(lambda lr: dihedral_mean(teacher, lr), progress=is_main)
 
@@ -416,7 +418,7 @@ def train(cfg: TrainConfig) -> float:
                     keeper.save(scored, val,
                                 {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose,
-                                 "downscales": cfg.downscales, "ema": cfg.ema, "loss": cfg.loss,
+                                 "phases": cfg.phases, "downscales": cfg.downscales, "ema": cfg.ema, "loss": cfg.loss,
                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
                                     "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
                                  "init_from": cfg.init_from, "init_from_sha256": init_digest,
