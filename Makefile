@@ -89,6 +89,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/int8_layer_costs.py
 	$(PY) benchmarks/onnx_int8_heads.py
 	$(PY) benchmarks/large_photo.py
+	$(PY) benchmarks/self_ensemble.py
 	$(PY) benchmarks/stream_targets.py --opencv-models $(PEERS)
 	$(PY) scripts/update_readme.py
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.backends import backend_for, load_upscaler
+from edge_runtime.ensemble import SelfEnsemble
 from edge_runtime.errors import BackendError
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -109,9 +110,10 @@ def open_model(path: Path, scale: int, threads: int, backend: str | None = None)
 
 
 def open_shipped(model: str = "fsrcnn-s", scale: int = 2, precision: str | None = None, backend: str | None = None,
-                 threads: int = 0):
+                 threads: int = 0, ensemble: bool = False):
     """An upscaler for code that embeds edge-sr: a family (its fastest form unless `precision` or `backend`
-    chooses) or a .onnx/.tflite file, the same choices as the CLI's `--model` but `auto`, which measures.
+    chooses) or a .onnx/.tflite file, the same choices as the CLI's `--model` but `auto`, which measures;
+    `ensemble`, as `--ensemble`.
 
         sr = open_shipped("fsrcnn-s", scale=2)
         hr_bgr = sr.upscale_bgr(cv2.imread("photo.png"))
@@ -120,9 +122,11 @@ def open_shipped(model: str = "fsrcnn-s", scale: int = 2, precision: str | None 
         raise BackendError("open_shipped takes a family or a model file; auto measures a stream (edge-sr --model auto)")
     choice = resolve(model, scale, precision, backend)
     if isinstance(choice, Path):
-        return open_model(choice, scale, threads, backend)
-    artifact = choose_form(choice, precision, backend)
-    return open_model(artifact.path, scale, threads, artifact.backend)
+        upscaler = open_model(choice, scale, threads, backend)
+    else:
+        artifact = choose_form(choice, precision, backend)
+        upscaler = open_model(artifact.path, scale, threads, artifact.backend)
+    return SelfEnsemble(upscaler) if ensemble else upscaler
 
 
 def default_workers(threads: int) -> int:

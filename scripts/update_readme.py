@@ -151,10 +151,23 @@ def large_photo_table() -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def self_ensemble_table() -> str | None:
+    data = load("self_ensemble.json")
+    if not data:
+        return None
+    lines = [f"Machine: `{data['machine']['device']}`, {data['threads']} threads. Y-PSNR (dB) through the real runtimes; "
+             "time: the ensemble's seconds in the model over the model alone's, on the same images.", "",
+             "| artifact | Set5 alone | Set5 ensemble | Δ | Set14 alone | Set14 ensemble | Δ | time |", "|---" * 8 + "|"]
+    for r in data["rows"]:
+        cells = [f"{r[s]['alone']:.2f} | {r[s]['ensemble']:.2f} | {r[s]['ensemble'] - r[s]['alone']:+.2f}" for s in SETS]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['time_ratio']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {"evaluation": evaluation_table, "quantize": quantize_table, "stream": stream_table,
           "artifacts": artifact_table, "training": training_table, "int8_forms": int8_forms_table,
           "int8_layer_costs": int8_layer_costs_table, "onnx_int8_heads": onnx_int8_heads_table,
-          "large_photo": large_photo_table}
+          "large_photo": large_photo_table, "self_ensemble": self_ensemble_table}
 
 
 DOCS = ("README.md", "QUANTIZE.md", "BENCHMARKS.md")
