@@ -144,6 +144,7 @@ def pick_model(args, size: tuple[int, int], log):
 
 
 def open_choice(args, size: tuple[int, int], log):
+    """The model the flags name (or auto's measured pick), as the SR workers' interpreters, and its description."""
     from edge_runtime.autoselect import MARGIN, choose
 
     choice = resolve(args.model, args.scale, args.precision, args.backend)
