@@ -1,5 +1,6 @@
 """`--ensemble`: the x8 self-ensemble, on real shipped artifacts and through the real CLI."""
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -7,7 +8,8 @@ import numpy as np
 from conftest import PYTHON, ROOT, textured_image
 from edge_runtime.ensemble import SelfEnsemble
 from edge_runtime.frames import Frame
-from edge_runtime.models import open_shipped
+from edge_runtime.autoselect import cache_key
+from edge_runtime.models import find, open_shipped
 
 
 def test_the_ensemble_turns_with_its_input_where_the_model_alone_does_not():
@@ -40,3 +42,20 @@ def test_ensemble_flag_streams_set5_at_a_higher_psnr_than_the_model_alone(tmp_pa
     assert ensemble["psnr"]["sr"] > alone["psnr"]["sr"] + 0.1
     per_image = zip(alone["psnr"]["files"].values(), ensemble["psnr"]["files"].values())
     assert all(b["sr"] > a["sr"] for a, b in per_image)
+
+
+def test_auto_with_the_ensemble_asks_eight_times_the_fps_of_one_pass(tmp_path):
+    """auto's cached trial says FSRCNN runs 100 fps here and FSRCNN-s 10,000: one pass of FSRCNN holds 24 fps,
+    eight do not, so --ensemble takes FSRCNN-s."""
+    fps = {a: 100.0 if a.family == "fsrcnn" else 10_000.0 for a in find("auto", 2, None, None)}
+    (tmp_path / "edge-sr").mkdir()
+    (tmp_path / "edge-sr" / "auto.json").write_text(json.dumps({cache_key(a, (96, 64), 1): v for a, v in fps.items()}))
+    chosen = {}
+    for flags in ([], ["--ensemble"]):
+        report = tmp_path / "report.json"
+        run = subprocess.run([PYTHON, "-m", "edge_runtime", "--demo", "--size", "96x64", "--frames", "2", "--threads", "1",
+                              "--quiet", "--report", str(report), *flags], capture_output=True, text=True, cwd=ROOT,
+                             timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+        assert run.returncode == 0, run.stderr
+        chosen[bool(flags)] = json.loads(report.read_text())["family"]
+    assert chosen == {False: "fsrcnn", True: "fsrcnn-s"}
