@@ -18,7 +18,7 @@ from edge_runtime.ensemble import SelfEnsemble  # noqa: E402
 from edge_runtime.metrics import evaluate_set, load_eval_set  # noqa: E402
 from edge_runtime.models import MODELS_DIR, open_model, parse_name  # noqa: E402
 
-# The CLI's default form of each model (INT8 LiteRT) and the FP32 reference.
+# The form a family runs as unless --precision or --backend says otherwise (INT8 LiteRT), and FP32 ONNX.
 MODELS = [f"{family}_x{scale}_{form}" for family in ("fsrcnn", "fsrcnn-s") for scale in (2, 3, 4)
           for form in ("int8.tflite", "fp32.onnx")]
 

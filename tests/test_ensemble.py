@@ -6,9 +6,9 @@ import subprocess
 import numpy as np
 
 from conftest import PYTHON, ROOT, textured_image
+from edge_runtime.autoselect import cache_key
 from edge_runtime.ensemble import SelfEnsemble
 from edge_runtime.frames import Frame
-from edge_runtime.autoselect import cache_key
 from edge_runtime.models import find, open_shipped
 
 
