@@ -140,7 +140,7 @@ def degrade(hr_y: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """The bicubic baseline every SR figure is compared with (float, unrounded, as the paper's code)."""
+    """The bicubic baseline every SR figure is compared with (float, unrounded: the datasets README's figures)."""
     return imresize(lr.astype(np.float64), float(scale))
 
 
@@ -173,15 +173,15 @@ def load_eval_set(folder, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]
 
 
 def evaluate_set(upscale, pairs, scale: int) -> dict:
-    """Mean Y-PSNR/SSIM of `upscale(lr_uint8) -> float HR` over (name, hr, lr) pairs."""
+    """Mean Y-PSNR/SSIM of `upscale(lr_uint8) -> float HR` over (name, hr, lr) pairs.
+
+    `psnr` scores the output as it comes; `psnr_uint8` scores it rounded to whole grey levels first, as the
+    FSRCNN paper's test code does (`uint8(im_h * 255)`) and as every frame the runtime writes is."""
     rows = []
     for name, hr, lr in pairs:
         sr = np.clip(np.asarray(upscale(lr), dtype=np.float64), 0, 255)
         if sr.shape != hr.shape:
             raise ValueError(f"{name}: output {sr.shape} != expected {hr.shape}")
-        rows.append({"image": name, "psnr": psnr(sr, hr, scale), "ssim": ssim(sr, hr, scale)})
-    return {
-        "psnr": float(np.mean([r["psnr"] for r in rows])),
-        "ssim": float(np.mean([r["ssim"] for r in rows])),
-        "images": rows,
-    }
+        rows.append({"image": name, "psnr": psnr(sr, hr, scale), "psnr_uint8": psnr(np.rint(sr), hr, scale),
+                     "ssim": ssim(sr, hr, scale)})
+    return {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "psnr_uint8", "ssim")} | {"images": rows}

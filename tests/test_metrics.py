@@ -47,6 +47,16 @@ def test_psnr_and_ssim_of_identical_images_are_perfect_and_drop_with_noise():
     assert M.ssim(noisy, img, 2) < 0.99
 
 
+def test_evaluate_set_also_scores_the_output_rounded_to_whole_grey_levels_as_the_papers_code():
+    rng = np.random.default_rng(1)
+    hr = rng.integers(10, 200, (40, 40)).astype(np.uint8)
+    pairs = [("flat", hr, hr[::2, ::2])]
+    result = M.evaluate_set(lambda lr: hr + 0.6, pairs, 2)  # rounds to one grey level off everywhere
+    assert result["psnr"] == pytest.approx(10 * np.log10(255**2 / 0.36))
+    assert result["psnr_uint8"] == pytest.approx(10 * np.log10(255**2 / 1.0))
+    assert result["images"][0]["psnr_uint8"] == result["psnr_uint8"]
+
+
 def test_modcrop_and_degrade_give_matching_sizes():
     hr, lr = M.degrade(np.zeros((101, 77), np.uint8), 3)
     assert hr.shape == (99, 75) and lr.shape == (33, 25)

@@ -369,6 +369,18 @@ def test_evaluate_gives_each_checkpoint_by_path_its_own_row(data_dir, tmp_path):
     assert "| bicubic | x4 | 28.42" in run.stdout
 
 
+def test_evaluate_tables_the_shipped_weights_scored_both_raw_and_rounded_to_uint8(data_dir, tmp_path):
+    out = tmp_path / "scores.json"
+    run = subprocess.run([PYTHON, "-m", "training.evaluate", "--data-dir", str(data_dir), "--sets", "Set5",
+                          "--json", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    scores = json.loads(out.read_text())["models"]["fsrcnn_x2"]["Set5"]
+    assert 0 < scores["psnr"] - scores["psnr_uint8"] < 0.1, scores  # rounding costs a float output a little
+    rows = {line.split(" | ")[0]: line for line in run.stdout.splitlines()}
+    assert f"| {scores['psnr']:.3f} / " in rows["| fsrcnn"]
+    assert f"| {scores['psnr_uint8']:.3f} |" in rows["| fsrcnn, output rounded to uint8"]
+
+
 def test_every_model_and_scale_ships_weights():
     assert [p.stem for p in shipped_checkpoints()] == [
         f"{m}_x{s}" for m in ("fsrcnn", "fsrcnn-s") for s in (2, 3, 4)]

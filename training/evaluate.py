@@ -36,6 +36,12 @@ def torch_upscaler(model):
     return upscale
 
 
+def scores_of(upscale, pairs, scale: int) -> dict:
+    scores = evaluate_set(upscale, pairs, scale)
+    return {"psnr": round(scores["psnr"], 3), "psnr_uint8": round(scores["psnr_uint8"], 3),
+            "ssim": round(scores["ssim"], 4)}
+
+
 def evaluate(checkpoints: dict[str, Path], data_dir: Path, sets: list[str]) -> dict:
     """{"bicubic": {set: {scale: psnr/ssim}}, "models": {label: {set: psnr/ssim}}} for {label: checkpoint}."""
     pairs_cache: dict[tuple[str, int], list] = {}
@@ -51,29 +57,33 @@ def evaluate(checkpoints: dict[str, Path], data_dir: Path, sets: list[str]) -> d
         scale = model.config.scale
         entry = {"checkpoint": path.name, "checkpoint_sha256": sha256(path), "scale": scale, "config": model.config.to_dict()}
         for name in sets:
-            scores = evaluate_set(torch_upscaler(model), pairs(name, scale), scale)
-            entry[name] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4)}
+            entry[name] = scores_of(torch_upscaler(model), pairs(name, scale), scale)
             bicubic = result["bicubic"].setdefault(name, {})
             if str(scale) not in bicubic:
-                b = evaluate_set(lambda lr: bicubic_upscale(lr, scale), pairs(name, scale), scale)
-                bicubic[str(scale)] = {"psnr": round(b["psnr"], 3), "ssim": round(b["ssim"], 4)}
+                bicubic[str(scale)] = scores_of(lambda lr: bicubic_upscale(lr, scale), pairs(name, scale), scale)
         result["models"][label] = entry
     return result
 
 
-def cell(scores: dict | None, digits: int = 2) -> str:
+def cell(scores: dict | None, digits: int = 3) -> str:
     return f"{scores['psnr']:.{digits}f} / {scores['ssim']:.4f}" if scores else "-"
 
 
+def uint8_cell(scores: dict | None) -> str:
+    return f"{scores['psnr_uint8']:.3f}" if scores and "psnr_uint8" in scores else "-"
+
+
 def markdown_table(result: dict, sets: list[str]) -> str:
-    """The shipped weights: rows bicubic and each model family; columns set x scale, 'PSNR / SSIM'."""
+    """The shipped weights: rows bicubic and each model family, 'PSNR / SSIM', each followed by its PSNR with
+    the output rounded to uint8 (the paper's test code); columns set x scale."""
     header = "| model | " + " | ".join(f"{s} x{k}" for s in sets for k in SCALES) + " |"
     lines = [header, "|---" * (1 + len(sets) * len(SCALES)) + "|"]
-    lines.append("| bicubic | " + " | ".join(cell(result["bicubic"].get(s, {}).get(str(k))) for s in sets for k in SCALES) + " |")
+    rows = {"bicubic": [result["bicubic"].get(s, {}).get(str(k)) for s in sets for k in SCALES]}
     for name in PRESETS:
-        models = result["models"]
-        cells = [cell(models.get(model_id(name, k), {}).get(s)) for s in sets for k in SCALES]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows[name] = [result["models"].get(model_id(name, k), {}).get(s) for s in sets for k in SCALES]
+    for name, scores in rows.items():
+        lines.append(f"| {name} | " + " | ".join(map(cell, scores)) + " |")
+        lines.append(f"| {name}, output rounded to uint8 | " + " | ".join(map(uint8_cell, scores)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -81,9 +91,9 @@ def checkpoints_table(result: dict, sets: list[str]) -> str:
     """Checkpoints given by path: a row each, and bicubic at each of their scales; 'PSNR / SSIM' per set."""
     lines = ["| checkpoint | scale | " + " | ".join(sets) + " |", "|---" * (2 + len(sets)) + "|"]
     for label, entry in result["models"].items():
-        lines.append(f"| {label} | x{entry['scale']} | " + " | ".join(cell(entry.get(s), 3) for s in sets) + " |")
+        lines.append(f"| {label} | x{entry['scale']} | " + " | ".join(cell(entry.get(s)) for s in sets) + " |")
     for scale in sorted({entry["scale"] for entry in result["models"].values()}):
-        cells = [cell(result["bicubic"].get(s, {}).get(str(scale)), 3) for s in sets]
+        cells = [cell(result["bicubic"].get(s, {}).get(str(scale))) for s in sets]
         lines.append(f"| bicubic | x{scale} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
