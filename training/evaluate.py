@@ -43,7 +43,8 @@ def scores_of(upscale, pairs, scale: int) -> dict:
 
 
 def evaluate(checkpoints: dict[str, Path], data_dir: Path, sets: list[str]) -> dict:
-    """{"bicubic": {set: {scale: psnr/ssim}}, "models": {label: {set: psnr/ssim}}} for {label: checkpoint}."""
+    """{"bicubic": {set: {scale: scores}}, "models": {label: {set: scores}}} for {label: checkpoint}, where scores
+    are scores_of's psnr, psnr_uint8 and ssim."""
     pairs_cache: dict[tuple[str, int], list] = {}
 
     def pairs(name: str, scale: int):
@@ -65,12 +66,12 @@ def evaluate(checkpoints: dict[str, Path], data_dir: Path, sets: list[str]) -> d
     return result
 
 
-def cell(scores: dict | None, digits: int = 3) -> str:
-    return f"{scores['psnr']:.{digits}f} / {scores['ssim']:.4f}" if scores else "-"
+def cell(scores: dict | None) -> str:
+    return f"{scores['psnr']:.3f} / {scores['ssim']:.4f}" if scores else "-"
 
 
 def uint8_cell(scores: dict | None) -> str:
-    return f"{scores['psnr_uint8']:.3f}" if scores and "psnr_uint8" in scores else "-"
+    return f"{scores['psnr_uint8']:.3f}" if scores else "-"
 
 
 def markdown_table(result: dict, sets: list[str]) -> str:
