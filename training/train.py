@@ -54,6 +54,8 @@ class TrainConfig:
     # "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%; +0.02 dB on Set5 in a CPU
     # trial (TRAINING.md).
     weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
+    hard_share: float = option(1.0, "draw patches only from this share of all patch positions, those bicubic "
+                                    "upscaling gets most wrong, each alike (SamplingAug); 1: all, shared out by --weigh")
     # All 8 symmetries of the square: twice the distinct patches from T91's 91 images (the paper rotates only).
     transpose: bool = option(False, "add mirror images to the paper's 4 rotations")
     phases: bool = option(False, "also make each training image's LR on the other scale^2 - 1 pixel grids "
@@ -153,6 +155,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{flag} must be one of {', '.join(allowed)}; not {value!r}")
     if cfg.lr_patch < 0:
         raise ValueError(f"--lr-patch must be 0 (by scale) or more, not {cfg.lr_patch}")
+    if not 0.0 < cfg.hard_share <= 1.0:
+        raise ValueError(f"--hard-share must be in (0, 1], not {cfg.hard_share}")
     if not 0.0 < cfg.teacher_weight <= 1.0:
         raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
     if cfg.teacher_ensemble and cfg.teacher is None:
@@ -336,7 +340,7 @@ def train(cfg: TrainConfig) -> float:
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
                            progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose,
-                           downscales=tuple(cfg.downscales), phases=cfg.phases)
+                           downscales=tuple(cfg.downscales), phases=cfg.phases, hard_share=cfg.hard_share)
     if cfg.teacher_ensemble:
         sampler.teach(lambda lr: dihedral_mean(teacher, lr), progress=is_main)
 
