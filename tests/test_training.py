@@ -248,6 +248,24 @@ def test_hard_share_draws_only_patches_bicubic_gets_wrong(tmp_path):
     assert len(hardest.hard) == pytest.approx(0.25 * 43 * 43, abs=2)
 
 
+def test_weighing_by_error_draws_each_image_in_inverse_proportion_to_the_models_mse_on_it(tmp_path):
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(60, 190, 40, dtype=np.uint8), (40, 1))
+    for name, grey in (("smooth", ramp), ("noisy", ramp // 2 + rng.integers(0, 128, (40, 40), np.uint8))):
+        (tmp_path / "set").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "set" / f"{name}.png"), np.dstack([grey] * 3))
+    sampler = PatchSampler([tmp_path / "set"], scale=2, lr_patch=6, progress=False, downscales=(1.0,), weigh="psnr")
+    def nearest(lr):
+        return lr.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    sampler.weigh_by_error(nearest, progress=False)
+    mse = []
+    for path in image_files(tmp_path / "set"):  # noisy.png, smooth.png
+        hr, lr = degrade(read_y(path), 2)
+        mse.append(np.mean(((np.kron(lr, np.ones((2, 2))) - hr) / 255.0)[2:-2, 2:-2] ** 2))
+    share = np.array([1 / mse[0], 1 / mse[1]]) / (1 / mse[0] + 1 / mse[1])
+    assert sampler.weights.numpy() == pytest.approx(share, rel=1e-4) and share[1] > 0.8
+
+
 def test_patch_pairs_are_the_same_crop_of_lr_and_hr_turned_and_mirrored_alike(tiny_dataset):
     sampler = PatchSampler([tiny_dataset / "T91"], scale=2, lr_patch=6, progress=False)
     lr_img = sampler.lr_pixels[: sampler.lr_h[0] * sampler.lr_w[0]].view(int(sampler.lr_h[0]), -1).numpy()
@@ -321,6 +339,7 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--loss", "huber"], "--loss must be one of"),
     (["--data-dir", "{empty}", "--teacher-weight", "0"], "--teacher-weight must be in (0, 1]"),
     (["--data-dir", "{empty}", "--hard-share", "0"], "--hard-share must be in (0, 1]"),
+    (["--data-dir", "{empty}", "--weigh", "psnr"], "--weigh psnr needs --init-from"),
     (["--data-dir", "{empty}", "--teacher-ensemble"], "--teacher-ensemble needs --teacher"),
     (["--data-dir", "{empty}", "--scale", "2", "--teacher", "training/weights/fsrcnn_x3.pt"], "trained for x3, asked for x2"),
     # checked before any data is read: the empty folders would otherwise fail first with "no images"

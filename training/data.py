@@ -12,8 +12,9 @@ from edge_runtime.metrics import bicubic_upscale, degrade, image_files, imresize
 
 # The paper's augmentation: downscale by these factors (1.0 = the original) x 4 rotations.
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
-# How patches are drawn: "pixels", every LR pixel alike (big images weigh more); "images", every augmented image alike.
-WEIGHS = ("pixels", "images")
+# How patches are drawn: "pixels", every LR pixel alike (big images weigh more); "images", every augmented image alike;
+# "psnr", each augmented image in proportion to 1 / the MSE a model makes on it (PatchSampler.weigh_by_error).
+WEIGHS = ("pixels", "images", "psnr")
 
 
 class DataError(Exception):
@@ -103,7 +104,7 @@ class PatchSampler:
         self.hr_pixels = torch.from_numpy(np.concatenate(hr_parts)).to(self.device)
         if weigh not in WEIGHS:
             raise ValueError(f"weigh must be one of {WEIGHS}, not {weigh!r}")
-        share = area.double() if weigh == "pixels" else torch.ones_like(area, dtype=torch.float64)
+        share = area.double() if weigh == "pixels" else torch.ones_like(area, dtype=torch.float64)  # "psnr": weigh_by_error
         self.weights = share / share.sum()
         # With hard_share < 1, patches come only from that share of all patch positions (image, y, x), the ones
         # bicubic upscaling gets most wrong, each alike (SamplingAug, Wang et al., BMVC 2021): flat sky and walls
@@ -128,13 +129,32 @@ class PatchSampler:
         costs one pass over the data instead of one per step. Patches are turned by the same gather as the
         HR side, so `upscale` must be equivariant to the 8 symmetries of the square (model.dihedral_mean is)."""
         taught = torch.empty(self.hr_pixels.shape, dtype=torch.float32, device=self.device)
+        for i, lr, _ in self._images(progress, "teaching"):
+            start, area = int(self.hr_start[i]), lr.numel() * self.scale ** 2
+            taught[start:start + area] = upscale(lr).reshape(-1)
+        self.taught_pixels = taught
+
+    def weigh_by_error(self, upscale, progress: bool = True) -> None:
+        """Draw each stored image in proportion to 1 / the MSE of upscale(LR) against its HR (scale pixels shaved,
+        as the evaluation). A step's expected gradient is then that of the mean over images of log MSE, i.e. of
+        their mean PSNR, the figure Set5 and Set14 report. Plain MSE weighs every pixel alike, so the images a model
+        already does well count least in its gradient, and most in a mean PSNR."""
+        s = self.scale
+        mse = torch.empty(self.count, dtype=torch.float64)
+        for i, lr, hr in self._images(progress, "weighing"):
+            mse[i] = (upscale(lr) - hr)[..., s:-s, s:-s].double().pow(2).mean()
+        share = 1.0 / mse.clamp(min=1e-8)  # a flat image (MSE 0) caps at 80 dB
+        self.weights = (share / share.sum()).to(self.device)
+
+    def _images(self, progress: bool, desc: str):
+        """(index, LR, HR) of each stored image, float32 in 0..1, shapes (1, 1, h, w) and (1, 1, h*s, w*s); no grad."""
         s = self.scale
         with torch.no_grad():
-            for i in tqdm(range(self.count), desc=f"teaching x{s}", disable=not progress, unit="img"):
+            for i in tqdm(range(self.count), desc=f"{desc} x{s}", disable=not progress, unit="img"):
                 h, w, start = int(self.lr_h[i]), int(self.lr_w[i]), int(self.lr_start[i])
                 lr = self.lr_pixels[start:start + h * w].view(1, 1, h, w).float().div_(255.0)
-                taught[start * s * s:(start + h * w) * s * s] = upscale(lr).reshape(-1)
-        self.taught_pixels = taught
+                hr = self.hr_pixels[start * s * s:(start + h * w) * s * s].view(1, 1, h * s, w * s).float().div_(255.0)
+                yield i, lr, hr
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(LR, HR) float32 in 0..1, shapes (size, 1, p, p) and (size, 1, p*scale, p*scale), on `device`."""

@@ -53,7 +53,8 @@ class TrainConfig:
     val_set: str = option("Set5", "validation folder; its PSNR picks the checkpoint kept")
     # "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%; +0.02 dB on Set5 in a CPU
     # trial (TRAINING.md).
-    weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
+    weigh: str = option("pixels", "how patches are shared out: by pixels, by images, or psnr: each image in proportion "
+                                  "to 1 / the --init-from model's MSE on it (the gradient of the mean PSNR)")
     hard_share: float = option(1.0, "draw patches only from this share of all patch positions, those bicubic "
                                     "upscaling gets most wrong, each alike (SamplingAug); 1: all, shared out by --weigh")
     # All 8 symmetries of the square: twice the distinct patches from T91's 91 images (the paper rotates only).
@@ -157,6 +158,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr-patch must be 0 (by scale) or more, not {cfg.lr_patch}")
     if not 0.0 < cfg.hard_share <= 1.0:
         raise ValueError(f"--hard-share must be in (0, 1], not {cfg.hard_share}")
+    if cfg.hard_share < 1.0 and cfg.weigh != "pixels":
+        raise ValueError(f"--hard-share draws each kept position alike; it cannot be combined with --weigh {cfg.weigh}")
+    if cfg.weigh == "psnr" and not cfg.init_from:
+        raise ValueError("--weigh psnr needs --init-from MODEL.pt: the model whose error on each image weighs it")
     if not 0.0 < cfg.teacher_weight <= 1.0:
         raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
     if cfg.teacher_ensemble and cfg.teacher is None:
@@ -362,6 +367,8 @@ def train(cfg: TrainConfig) -> float:
             print(f"resumed {ident} at step {step}, best {cfg.val_set} {best:.3f} dB")
     elif cfg.resume and is_main:  # `make train-x3` always asks: the first time there is nothing yet
         print(f"{ident}: nothing to resume in {run}, starting at step 0")
+    if cfg.weigh == "psnr":  # by the weights the run starts (or resumes) from
+        sampler.weigh_by_error(lambda lr: model(lr).clamp(0.0, 1.0), progress=is_main)
     model.subpixel_head = True
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
     if ema is not None and state is not None and state.get("ema"):
