@@ -11,7 +11,7 @@ from conftest import PYTHON, ROOT
 from edge_runtime.files import sha256
 from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, image_files, load_eval_set, read_y
 from training import train as train_module
-from training.data import DOWNSCALES, PatchSampler, patch_bicubic_errors
+from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
 from training.model import CheckpointError, FSRCNN, load_weights, preset, save_weights
 
@@ -223,49 +223,6 @@ def test_patches_come_from_images_by_their_area_or_alike(tmp_path, weigh, small_
     assert from_small == pytest.approx(small_share, abs=0.03)
 
 
-def test_a_patch_positions_bicubic_error_is_the_sum_over_its_hr_footprint(tiny_dataset):
-    hr, lr = degrade(read_y(image_files(tiny_dataset / "T91")[0]), 3)
-    errors = patch_bicubic_errors(hr, lr, scale=3, lr_patch=8)
-    assert errors.shape == (lr.shape[0] - 7, lr.shape[1] - 7)
-    squared = (hr.astype(np.float64) - bicubic_upscale(lr, 3)) ** 2
-    for y, x in ((0, 0), (5, 11), (errors.shape[0] - 1, errors.shape[1] - 1)):
-        assert errors[y, x] == pytest.approx(squared[3 * y:3 * y + 24, 3 * x:3 * x + 24].sum())
-
-
-def test_hard_share_draws_only_patches_bicubic_gets_wrong(tmp_path):
-    # Left half flat grey, right half noise: bicubic upscaling is exact on the flat side, so the hardest
-    # quarter of positions lies in the noise, where every uniform draw lands only some of the time.
-    picture = np.full((96, 96, 3), 128, np.uint8)
-    picture[:, 48:] = np.random.default_rng(0).integers(0, 256, (96, 48, 3), np.uint8)
-    (tmp_path / "half").mkdir()
-    cv2.imwrite(str(tmp_path / "half" / "half.png"), picture)
-    def flat_share(sampler):
-        hr = sampler.batch(2000)[1]
-        return (hr.flatten(1).std(dim=1) == 0).double().mean().item()
-    uniform = PatchSampler([tmp_path / "half"], scale=2, lr_patch=6, progress=False, downscales=(1.0,))
-    hardest = PatchSampler([tmp_path / "half"], scale=2, lr_patch=6, progress=False, downscales=(1.0,), hard_share=0.25)
-    assert flat_share(uniform) > 0.2 and flat_share(hardest) == 0.0
-    assert len(hardest.hard) == pytest.approx(0.25 * 43 * 43, abs=2)
-
-
-def test_weighing_by_error_draws_each_image_in_inverse_proportion_to_the_models_mse_on_it(tmp_path):
-    rng = np.random.default_rng(0)
-    ramp = np.tile(np.linspace(60, 190, 40, dtype=np.uint8), (40, 1))
-    for name, grey in (("smooth", ramp), ("noisy", ramp // 2 + rng.integers(0, 128, (40, 40), np.uint8))):
-        (tmp_path / "set").mkdir(exist_ok=True)
-        cv2.imwrite(str(tmp_path / "set" / f"{name}.png"), np.dstack([grey] * 3))
-    sampler = PatchSampler([tmp_path / "set"], scale=2, lr_patch=6, progress=False, downscales=(1.0,), weigh="psnr")
-    def nearest(lr):
-        return lr.repeat_interleave(2, -2).repeat_interleave(2, -1)
-    sampler.weigh_by_error(nearest, progress=False)
-    mse = []
-    for path in image_files(tmp_path / "set"):  # noisy.png, smooth.png
-        hr, lr = degrade(read_y(path), 2)
-        mse.append(np.mean(((np.kron(lr, np.ones((2, 2))) - hr) / 255.0)[2:-2, 2:-2] ** 2))
-    share = np.array([1 / mse[0], 1 / mse[1]]) / (1 / mse[0] + 1 / mse[1])
-    assert sampler.weights.numpy() == pytest.approx(share, rel=1e-4) and share[1] > 0.8
-
-
 def test_patch_pairs_are_the_same_crop_of_lr_and_hr_turned_and_mirrored_alike(tiny_dataset):
     sampler = PatchSampler([tiny_dataset / "T91"], scale=2, lr_patch=6, progress=False)
     lr_img = sampler.lr_pixels[: sampler.lr_h[0] * sampler.lr_w[0]].view(int(sampler.lr_h[0]), -1).numpy()
@@ -338,8 +295,6 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--weigh", "bytes"], "--weigh must be one of"),
     (["--data-dir", "{empty}", "--loss", "huber"], "--loss must be one of"),
     (["--data-dir", "{empty}", "--teacher-weight", "0"], "--teacher-weight must be in (0, 1]"),
-    (["--data-dir", "{empty}", "--hard-share", "0"], "--hard-share must be in (0, 1]"),
-    (["--data-dir", "{empty}", "--weigh", "psnr"], "--weigh psnr needs --init-from"),
     (["--data-dir", "{empty}", "--teacher-ensemble"], "--teacher-ensemble needs --teacher"),
     (["--data-dir", "{empty}", "--scale", "2", "--teacher", "training/weights/fsrcnn_x3.pt"], "trained for x3, asked for x2"),
     # checked before any data is read: the empty folders would otherwise fail first with "no images"

@@ -8,13 +8,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_runtime.metrics import bicubic_upscale, degrade, image_files, imresize, read_y
+from edge_runtime.metrics import degrade, image_files, imresize, read_y
 
 # The paper's augmentation: downscale by these factors (1.0 = the original) x 4 rotations.
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
-# How patches are drawn: "pixels", every LR pixel alike (big images weigh more); "images", every augmented image alike;
-# "psnr", each augmented image in proportion to 1 / the MSE a model makes on it (PatchSampler.weigh_by_error).
-WEIGHS = ("pixels", "images", "psnr")
+# How patches are drawn: "pixels", every LR pixel alike (big images weigh more); "images", every augmented image alike.
+WEIGHS = ("pixels", "images")
 
 
 class DataError(Exception):
@@ -57,17 +56,6 @@ def augmented_pairs(folders: list[Path], scale: int, progress: bool = True, desc
                 yield degrade(sized[dy:, dx:], scale)
 
 
-def patch_bicubic_errors(hr: np.ndarray, lr: np.ndarray, scale: int, lr_patch: int) -> np.ndarray:
-    """Squared error of bicubic upscaling summed over the HR footprint of every LR patch position (y, x), shape
-    (h - p + 1, w - p + 1): how much a patch has to teach beyond what interpolation already gets right."""
-    error = (hr.astype(np.float64) - bicubic_upscale(lr, scale)) ** 2
-    h, w = lr.shape
-    per_lr_pixel = error.reshape(h, scale, w, scale).sum(axis=(1, 3))
-    integral = np.pad(per_lr_pixel.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    p = lr_patch
-    return integral[p:, p:] - integral[:-p, p:] - integral[p:, :-p] + integral[:-p, :-p]
-
-
 class PatchSampler:
     """Random (LR, HR) patch pairs from every augmented version of every training image.
 
@@ -79,20 +67,16 @@ class PatchSampler:
 
     def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
                  device: str | torch.device = "cpu", weigh: str = "pixels", transpose: bool = False,
-                 downscales: tuple[float, ...] = DOWNSCALES, phases: bool = False, hard_share: float = 1.0):
-        if not 0.0 < hard_share <= 1.0:
-            raise ValueError(f"hard_share must be in (0, 1], not {hard_share}")
+                 downscales: tuple[float, ...] = DOWNSCALES, phases: bool = False):
         self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
         self.poses = 8 if transpose else 4
-        hr_parts, lr_parts, shapes, errors = [], [], [], []
+        hr_parts, lr_parts, shapes = [], [], []
         for hr, lr in augmented_pairs(folders, scale, progress, downscales=downscales, phases=phases):
             if min(hr.shape) < lr_patch * scale:
                 continue
             hr_parts.append(hr.ravel())
             lr_parts.append(lr.ravel())
             shapes.append(lr.shape)
-            if hard_share < 1.0:
-                errors.append(patch_bicubic_errors(hr, lr, scale, lr_patch).ravel())
         if not shapes:
             raise DataError(f"no training image is at least {lr_patch * scale} px on each side")
         self.count = len(shapes)
@@ -104,17 +88,8 @@ class PatchSampler:
         self.hr_pixels = torch.from_numpy(np.concatenate(hr_parts)).to(self.device)
         if weigh not in WEIGHS:
             raise ValueError(f"weigh must be one of {WEIGHS}, not {weigh!r}")
-        share = area.double() if weigh == "pixels" else torch.ones_like(area, dtype=torch.float64)  # "psnr": weigh_by_error
+        share = area.double() if weigh == "pixels" else torch.ones_like(area, dtype=torch.float64)
         self.weights = share / share.sum()
-        # With hard_share < 1, patches come only from that share of all patch positions (image, y, x), the ones
-        # bicubic upscaling gets most wrong, each alike (SamplingAug, Wang et al., BMVC 2021): flat sky and walls
-        # teach a model little it does not already do.
-        self.hard = None
-        if hard_share < 1.0:
-            scores = np.concatenate(errors)
-            self.hard = torch.from_numpy(np.flatnonzero(scores >= np.quantile(scores, 1.0 - hard_share))).to(self.device)
-            positions = (self.lr_h - lr_patch + 1) * (self.lr_w - lr_patch + 1)
-            self.position_start = torch.cumsum(positions, 0) - positions
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -129,32 +104,13 @@ class PatchSampler:
         costs one pass over the data instead of one per step. Patches are turned by the same gather as the
         HR side, so `upscale` must be equivariant to the 8 symmetries of the square (model.dihedral_mean is)."""
         taught = torch.empty(self.hr_pixels.shape, dtype=torch.float32, device=self.device)
-        for i, lr, _ in self._images(progress, "teaching"):
-            start, area = int(self.hr_start[i]), lr.numel() * self.scale ** 2
-            taught[start:start + area] = upscale(lr).reshape(-1)
-        self.taught_pixels = taught
-
-    def weigh_by_error(self, upscale, progress: bool = True) -> None:
-        """Draw each stored image in proportion to 1 / the MSE of upscale(LR) against its HR (scale pixels shaved,
-        as the evaluation). A step's expected gradient is then that of the mean over images of log MSE, i.e. of
-        their mean PSNR, the figure Set5 and Set14 report. Plain MSE weighs every pixel alike, so the images a model
-        already does well count least in its gradient, and most in a mean PSNR."""
-        s = self.scale
-        mse = torch.empty(self.count, dtype=torch.float64)
-        for i, lr, hr in self._images(progress, "weighing"):
-            mse[i] = (upscale(lr) - hr)[..., s:-s, s:-s].double().pow(2).mean()
-        share = 1.0 / mse.clamp(min=1e-8)  # a flat image (MSE 0) caps at 80 dB
-        self.weights = (share / share.sum()).to(self.device)
-
-    def _images(self, progress: bool, desc: str):
-        """(index, LR, HR) of each stored image, float32 in 0..1, shapes (1, 1, h, w) and (1, 1, h*s, w*s); no grad."""
         s = self.scale
         with torch.no_grad():
-            for i in tqdm(range(self.count), desc=f"{desc} x{s}", disable=not progress, unit="img"):
+            for i in tqdm(range(self.count), desc=f"teaching x{s}", disable=not progress, unit="img"):
                 h, w, start = int(self.lr_h[i]), int(self.lr_w[i]), int(self.lr_start[i])
                 lr = self.lr_pixels[start:start + h * w].view(1, 1, h, w).float().div_(255.0)
-                hr = self.hr_pixels[start * s * s:(start + h * w) * s * s].view(1, 1, h * s, w * s).float().div_(255.0)
-                yield i, lr, hr
+                taught[start * s * s:(start + h * w) * s * s] = upscale(lr).reshape(-1)
+        self.taught_pixels = taught
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(LR, HR) float32 in 0..1, shapes (size, 1, p, p) and (size, 1, p*scale, p*scale), on `device`."""
@@ -166,15 +122,9 @@ class PatchSampler:
 
     def _draw(self, size: int, taught: bool):
         p, s = self.lr_patch, self.scale
-        if self.hard is None:
-            k = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
-            y = (self._rand(size) * (self.lr_h[k] - p + 1)).long()
-            x = (self._rand(size) * (self.lr_w[k] - p + 1)).long()
-        else:
-            flat = self.hard[(self._rand(size) * len(self.hard)).long()]
-            k = torch.searchsorted(self.position_start, flat, right=True) - 1
-            offset, columns = flat - self.position_start[k], self.lr_w[k] - p + 1
-            y, x = offset // columns, offset % columns
+        k = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
+        y = (self._rand(size) * (self.lr_h[k] - p + 1)).long()
+        x = (self._rand(size) * (self.lr_w[k] - p + 1)).long()
         poses = (self._rand(size) * self.poses).long()
         lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p, poses)
         hr = self._cut(self.hr_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, poses)

@@ -53,10 +53,7 @@ class TrainConfig:
     val_set: str = option("Set5", "validation folder; its PSNR picks the checkpoint kept")
     # "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%; +0.02 dB on Set5 in a CPU
     # trial (TRAINING.md).
-    weigh: str = option("pixels", "how patches are shared out: by pixels, by images, or psnr: each image in proportion "
-                                  "to 1 / the --init-from model's MSE on it (the gradient of the mean PSNR)")
-    hard_share: float = option(1.0, "draw patches only from this share of all patch positions, those bicubic "
-                                    "upscaling gets most wrong, each alike (SamplingAug); 1: all, shared out by --weigh")
+    weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
     # All 8 symmetries of the square: twice the distinct patches from T91's 91 images (the paper rotates only).
     transpose: bool = option(False, "add mirror images to the paper's 4 rotations")
     phases: bool = option(False, "also make each training image's LR on the other scale^2 - 1 pixel grids "
@@ -156,12 +153,6 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{flag} must be one of {', '.join(allowed)}; not {value!r}")
     if cfg.lr_patch < 0:
         raise ValueError(f"--lr-patch must be 0 (by scale) or more, not {cfg.lr_patch}")
-    if not 0.0 < cfg.hard_share <= 1.0:
-        raise ValueError(f"--hard-share must be in (0, 1], not {cfg.hard_share}")
-    if cfg.hard_share < 1.0 and cfg.weigh != "pixels":
-        raise ValueError(f"--hard-share draws each kept position alike; it cannot be combined with --weigh {cfg.weigh}")
-    if cfg.weigh == "psnr" and not cfg.init_from:
-        raise ValueError("--weigh psnr needs --init-from MODEL.pt: the model whose error on each image weighs it")
     if not 0.0 < cfg.teacher_weight <= 1.0:
         raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
     if cfg.teacher_ensemble and cfg.teacher is None:
@@ -345,7 +336,7 @@ def train(cfg: TrainConfig) -> float:
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
                            progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose,
-                           downscales=tuple(cfg.downscales), phases=cfg.phases, hard_share=cfg.hard_share)
+                           downscales=tuple(cfg.downscales), phases=cfg.phases)
     if cfg.teacher_ensemble:
         sampler.teach(lambda lr: dihedral_mean(teacher, lr), progress=is_main)
 
@@ -367,8 +358,6 @@ def train(cfg: TrainConfig) -> float:
             print(f"resumed {ident} at step {step}, best {cfg.val_set} {best:.3f} dB")
     elif cfg.resume and is_main:  # `make train-x3` always asks: the first time there is nothing yet
         print(f"{ident}: nothing to resume in {run}, starting at step 0")
-    if cfg.weigh == "psnr":  # by the weights the run starts (or resumes) from
-        sampler.weigh_by_error(lambda lr: model(lr).clamp(0.0, 1.0), progress=is_main)
     model.subpixel_head = True
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
     if ema is not None and state is not None and state.get("ema"):
