@@ -118,6 +118,9 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
     step = "load"
     try:
         model = load_weights(checkpoint)
+        if model.config.border:  # its exports would score and stream it with zero-padded borders, untrained for
+            raise CheckpointError(f"{checkpoint.name} is padding-free (it mirrors {model.config.border} px at image "
+                                  "borders), which the exports and edge_runtime do not do yet (TRAINING.md, ctx39)")
         scale = model.config.scale
         pairs = {name: load_eval_set(set_folder(data_dir, name), scale) for name in EVAL_SETS}
         bar.update(1)

@@ -450,6 +450,19 @@ def test_corrupt_checkpoint_names_the_model_and_step(tmp_path, data_dir):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_padding_free_checkpoint_is_refused_until_the_exports_mirror_borders(tmp_path, data_dir):
+    shutil.copy(WEIGHTS_DIR / "fsrcnn-s_x2.pt", tmp_path)
+    meta = json.loads((WEIGHTS_DIR / "fsrcnn-s_x2.json").read_text())
+    meta["config"]["border"] = 5
+    (tmp_path / "fsrcnn-s_x2.json").write_text(json.dumps(meta))
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--weights-dir", str(tmp_path),
+                          "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out"),
+                          "--results", str(tmp_path / "r.json")], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "fsrcnn-s_x2, step 'load'" in run.stderr and "padding-free" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_checkpoint_is_refused_before_any_model_is_built(tmp_path, data_dir):
     weights = tmp_path / "weights"
     weights.mkdir()

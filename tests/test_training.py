@@ -1,6 +1,7 @@
 import csv
 import json
 import subprocess
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -13,7 +14,8 @@ from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, image_f
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
-from training.model import CheckpointError, FSRCNN, load_weights, preset, save_weights
+from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, load_weights, mirror_pad, preset, receptive_radius,
+                            save_weights, upscale_image)
 
 
 def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny_dataset, tmp_path):
@@ -187,6 +189,49 @@ def test_patch_sampler_makes_aligned_pairs_from_every_augmented_scale(tiny_datas
     assert 0 <= lr.min() and lr.max() <= 1
     # The LR patch is the bicubic downscale of its HR patch (up to the image-border context).
     assert torch.nn.functional.avg_pool2d(hr, 3).sub(lr).abs().mean() < 0.03
+
+
+def test_padding_free_patches_hold_real_image_around_the_lr_footprint_of_their_hr_patch(tiny_dataset):
+    sampler = PatchSampler([tiny_dataset / "T91"], scale=3, lr_patch=8, progress=False, transpose=True, context=4)
+    lr, hr = sampler.batch(32)
+    assert lr.shape == (32, 1, 16, 16) and hr.shape == (32, 1, 24, 24)
+    footprint = torch.nn.functional.avg_pool2d(hr, 3)
+    centre, corner = lr[..., 4:12, 4:12], lr[..., :8, :8]
+    assert footprint.sub(centre).abs().mean() < 0.5 * footprint.sub(corner).abs().mean()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_receptive_radius_is_how_far_from_its_lr_pixel_an_output_pixel_reads(name, scale):
+    model = FSRCNN(preset(name, scale, 3 if scale == 3 else 4))
+    model.subpixel_head = True
+    x = torch.zeros(1, 1, 41, 41, requires_grad=True)
+    model(x)[0, 0, 20 * scale:21 * scale, 20 * scale:21 * scale].sum().backward()
+    rows = x.grad[0, 0].abs().sum(1).nonzero()[:, 0] - 20
+    assert (-rows.min().item(), rows.max().item()) == (receptive_radius(model.config),) * 2
+
+
+def test_a_padding_free_model_meets_image_borders_mirrored_as_numpy_symmetric_pads():
+    model = FSRCNN(replace(preset("fsrcnn-s", 2), border=5)).eval()
+    lr = torch.rand(1, 1, 13, 17)
+    padded = torch.from_numpy(np.pad(lr.numpy(), ((0, 0), (0, 0), (5, 5), (5, 5)), mode="symmetric"))
+    assert torch.equal(mirror_pad(lr, 5), padded)
+    with torch.no_grad():
+        out, whole = upscale_image(model, lr), model(padded)
+    assert out.shape == (1, 1, 26, 34) and torch.equal(out, whole[..., 10:-10, 10:-10])
+
+
+def test_a_padding_free_run_saves_a_mirroring_checkpoint_whose_fine_tunes_stay_padding_free(tiny_dataset, tmp_path):
+    common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--iters", "20", "--eval-every", "10",
+              "--batch", "4", "--lr-patch", "6", "--threads", "1"]
+    train_module.train(train_module.parse_args(common + ["--padding-free", "--run-dir", str(tmp_path / "a"),
+                                                         "--out-dir", str(tmp_path / "w1")]))
+    first = tmp_path / "w1" / "fsrcnn-s_x3.pt"
+    assert load_weights(first).config.border == receptive_radius(preset("fsrcnn-s", 3, 3)) == 4
+    assert json.loads(first.with_suffix(".json").read_text())["padding_free"] is True
+    train_module.train(train_module.parse_args(common + ["--init-from", str(first), "--run-dir", str(tmp_path / "b"),
+                                                         "--out-dir", str(tmp_path / "w2")]))
+    assert load_weights(tmp_path / "b" / "fsrcnn-s_x3" / "best.pt").config.border == 4
 
 
 def test_patch_sampler_uses_each_image_at_the_sizes_asked_for(tiny_dataset):

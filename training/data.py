@@ -67,18 +67,18 @@ class PatchSampler:
 
     def __init__(self, folders: list[Path], scale: int, lr_patch: int, seed: int = 0, progress: bool = True,
                  device: str | torch.device = "cpu", weigh: str = "pixels", transpose: bool = False,
-                 downscales: tuple[float, ...] = DOWNSCALES, phases: bool = False):
-        self.scale, self.lr_patch, self.device = scale, lr_patch, torch.device(device)
+                 downscales: tuple[float, ...] = DOWNSCALES, phases: bool = False, context: int = 0):
+        self.scale, self.lr_patch, self.context, self.device = scale, lr_patch, context, torch.device(device)
         self.poses = 8 if transpose else 4
         hr_parts, lr_parts, shapes = [], [], []
         for hr, lr in augmented_pairs(folders, scale, progress, downscales=downscales, phases=phases):
-            if min(hr.shape) < lr_patch * scale:
+            if min(lr.shape) < lr_patch + 2 * context:
                 continue
             hr_parts.append(hr.ravel())
             lr_parts.append(lr.ravel())
             shapes.append(lr.shape)
         if not shapes:
-            raise DataError(f"no training image is at least {lr_patch * scale} px on each side")
+            raise DataError(f"no training image is at least {(lr_patch + 2 * context) * scale} px on each side")
         self.count = len(shapes)
         self.lr_h, self.lr_w = (torch.tensor(v, dtype=torch.long, device=self.device) for v in zip(*shapes))
         area = self.lr_h * self.lr_w
@@ -113,7 +113,8 @@ class PatchSampler:
         self.taught_pixels = taught
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LR, HR) float32 in 0..1, shapes (size, 1, p, p) and (size, 1, p*scale, p*scale), on `device`."""
+        """(LR, HR) float32 in 0..1, shapes (size, 1, p + 2c, p + 2c) and (size, 1, p*scale, p*scale), on `device`:
+        the HR patch is the footprint of the LR patch's centre p x p, c = `context` pixels in from each side."""
         return self._draw(size, taught=False)[:2]
 
     def taught_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -121,12 +122,13 @@ class PatchSampler:
         return self._draw(size, taught=True)
 
     def _draw(self, size: int, taught: bool):
-        p, s = self.lr_patch, self.scale
+        p, s, c = self.lr_patch, self.scale, self.context
         k = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
-        y = (self._rand(size) * (self.lr_h[k] - p + 1)).long()
-        x = (self._rand(size) * (self.lr_w[k] - p + 1)).long()
+        y = (self._rand(size) * (self.lr_h[k] - p - 2 * c + 1)).long()
+        x = (self._rand(size) * (self.lr_w[k] - p - 2 * c + 1)).long()
         poses = (self._rand(size) * self.poses).long()
-        lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p, poses)
+        lr = self._cut(self.lr_pixels, self.lr_start[k], self.lr_w[k], y, x, p + 2 * c, poses)
+        y, x = y + c, x + c  # concentric squares: each pose turns both about the same centre
         hr = self._cut(self.hr_pixels, self.hr_start[k], self.lr_w[k] * s, y * s, x * s, p * s, poses)
         out = lr.float().div_(255.0).unsqueeze(1), hr.float().div_(255.0).unsqueeze(1)
         if taught:

@@ -16,7 +16,7 @@ import torch
 from edge_runtime.files import sha256, write_atomic, write_json
 from edge_runtime.metrics import bicubic_upscale, evaluate_set, load_eval_set
 from training.data import DataError, resolve_data_dir, set_folder
-from training.model import PRESETS, SCALES, CheckpointError, load_weights, model_id
+from training.model import PRESETS, SCALES, CheckpointError, load_weights, model_id, upscale_image
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -31,7 +31,7 @@ def torch_upscaler(model):
     def upscale(lr: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             x = torch.from_numpy(lr.astype(np.float32) / 255.0)[None, None]
-            return model(x)[0, 0].numpy().astype(np.float64) * 255.0
+            return upscale_image(model, x)[0, 0].numpy().astype(np.float64) * 255.0
 
     return upscale
 

@@ -35,10 +35,16 @@ class FSRCNNConfig:
     # off LR pixel i's footprint centre (scale*i + (scale-1)/2). 3 (the shipped x3 models) centres it at x3
     # and halves the offset at x4.
     deconv_pad: int = DECONV_PAD
+    # LR pixels each image is extended by, mirrored, before the layers (upscale_image; the runtime does the same):
+    # set for a model trained padding-free (train.py --context), whose layers never learned zero-padded borders.
+    # Mirrored as MATLAB's imresize extends the HR image at its borders, so the extension is what its LR would be.
+    border: int = 0
 
     def __post_init__(self):
         if not 0 <= self.output_padding < self.scale:
             raise ValueError(f"deconv_pad {self.deconv_pad} cannot give an output of exactly {self.scale}x the input")
+        if self.border < 0:
+            raise ValueError(f"border must be 0 or more, not {self.border}")
 
     @property
     def output_padding(self) -> int:
@@ -113,6 +119,32 @@ class FSRCNN(nn.Module):
         """The same function through the conv + pixel_shuffle form: ~1.5x faster to train on CPU."""
         w, b = self.head_as_conv()
         return F.pixel_shuffle(F.conv2d(self.body(x), w, b, padding=w.shape[-1] // 2), self.config.scale)
+
+
+def mirror_pad(x: torch.Tensor, border: int) -> torch.Tensor:
+    """x extended by `border` pixels on each side of its last two dims, mirrored with the edge pixel repeated
+    (numpy's "symmetric", OpenCV's BORDER_REFLECT)."""
+    if not border:
+        return x
+    x = torch.cat([x[..., :border, :].flip(-2), x, x[..., -border:, :].flip(-2)], -2)
+    return torch.cat([x[..., :border].flip(-1), x, x[..., -border:].flip(-1)], -1)
+
+
+def upscale_image(model: "FSRCNN", x: torch.Tensor) -> torch.Tensor:
+    """The model on whole images (N, 1, h, w) -> (N, 1, h*scale, w*scale), borders as it was trained for: zero
+    padding, or, for a padding-free model, the image mirrored by `config.border` pixels and the output cropped."""
+    border, scale = model.config.border, model.config.scale
+    out = model(mirror_pad(x, border))
+    edge = border * scale
+    return out[..., edge:out.shape[-2] - edge, edge:out.shape[-1] - edge] if edge else out
+
+
+def receptive_radius(config: FSRCNNConfig) -> int:
+    """LR pixels an output pixel's value reaches out from its own LR pixel: the 5x5 layer's 2, one per 3x3
+    mapping layer and the head's (as the conv of its conv + pixel_shuffle form). A --context this wide
+    makes training padding-free."""
+    return 2 + config.m + deconv_to_subpixel(torch.zeros(config.d, 1, DECONV_KERNEL, DECONV_KERNEL), torch.zeros(1),
+                                             config.scale, config.deconv_pad)[0].shape[-1] // 2
 
 
 def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ from tqdm import tqdm
 from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DOWNSCALES, WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset, repad_deconv, save_weights
+from training.model import (DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset,
+                            receptive_radius, repad_deconv, save_weights, upscale_image)
 
 LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss}
 
@@ -64,6 +65,12 @@ class TrainConfig:
     minutes: float = option(0.0, "wall-clock budget the schedule spans; 0: none")
     batch: int = option(64, "patches per step")
     lr_patch: int = option(0, "LR patch side; 0: " + ", ".join(f"{side} at x{s}" for s, side in LR_PATCH.items()))
+    # The paper trains on padding-free sub-images. Zero padding otherwise reaches most of a 16x16 patch (FSRCNN x3
+    # reads 7 LR pixels around), so the layers learn zero-padded borders instead of images (ctx39, TRAINING.md).
+    padding_free: bool = option(False, "read the model's receptive radius of real image around each patch and "
+                                       "score only the patch (model.receptive_radius); the model then meets an "
+                                       "image's borders mirrored (model.upscale_image). A padding-free "
+                                       "--init-from stays so")
     lr: float = option(2e-3, "peak learning rate")
     deconv_lr_mult: float = option(0.1, "the deconvolution's rate over the rest (the paper's 0.1)")
     min_lr_ratio: float = option(0.01, "cosine decay floor, as a share of --lr")
@@ -221,7 +228,7 @@ def validate(model: FSRCNN, pairs, scale: int) -> float:
     with torch.no_grad():
         def upscale(lr: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(lr.astype(np.float32) / 255.0)[None, None].to(device)
-            return model(x)[0, 0].cpu().numpy() * 255.0
+            return upscale_image(model, x)[0, 0].cpu().numpy() * 255.0
 
         result = evaluate_set(upscale, pairs, scale)
     model.train()
@@ -238,7 +245,10 @@ def head_padding(cfg: TrainConfig, source: FSRCNN | None) -> int:
 def build_model(cfg: TrainConfig) -> FSRCNN:
     source = load_weights(cfg.init_from) if cfg.init_from else None
     pad = head_padding(cfg, source)
-    model = FSRCNN(preset(cfg.model, cfg.scale, pad))
+    config = preset(cfg.model, cfg.scale, pad)
+    if cfg.padding_free or (source is not None and source.config.border):
+        config = replace(config, border=receptive_radius(config))
+    model = FSRCNN(config)
     if source is not None:
         if source.config.d != model.config.d or source.config.s != model.config.s:
             raise CheckpointError(f"{cfg.init_from}: {source.config} does not match {cfg.model}")
@@ -336,7 +346,7 @@ def train(cfg: TrainConfig) -> float:
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
                            progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose,
-                           downscales=tuple(cfg.downscales), phases=cfg.phases)
+                           downscales=tuple(cfg.downscales), phases=cfg.phases, context=model.config.border)
     if cfg.teacher_ensemble:
         sampler.teach(lambda lr: dihedral_mean(teacher, lr), progress=is_main)
 
@@ -367,6 +377,10 @@ def train(cfg: TrainConfig) -> float:
         best = validate(model, val_pairs, cfg.scale)
         print(f"{ident}: starting from {cfg.init_from}, {cfg.val_set} {best:.3f} dB")
     keeper = BestWeights(run, Path(cfg.out_dir) / f"{ident}.pt", val_pairs, cfg.scale, device) if is_main else None
+    edge = model.config.border * cfg.scale
+
+    def scored_part(hr_side: torch.Tensor) -> torch.Tensor:  # the output's part the loss sees
+        return hr_side[..., edge:hr_side.shape[-2] - edge, edge:hr_side.shape[-1] - edge] if edge else hr_side
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log_path = run / "log.csv"
@@ -390,8 +404,8 @@ def train(cfg: TrainConfig) -> float:
                 taught = None
                 if teacher is not None:
                     with torch.no_grad():
-                        taught = teacher(lr_batch)
-            sr_batch = net(lr_batch)
+                        taught = scored_part(teacher(lr_batch))
+            sr_batch = scored_part(net(lr_batch))
             loss = LOSSES[cfg.loss](sr_batch, hr_batch)
             if taught is not None:
                 loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * LOSSES[cfg.loss](sr_batch, taught)
@@ -418,7 +432,7 @@ def train(cfg: TrainConfig) -> float:
                     keeper.save(scored, val,
                                 {"step": step, "val_set": cfg.val_set, "val_psnr": round(val, 4),
                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose,
-                                 "phases": cfg.phases, "downscales": cfg.downscales, "ema": cfg.ema, "loss": cfg.loss,
+                                 "phases": cfg.phases, "padding_free": bool(model.config.border), "downscales": cfg.downscales, "ema": cfg.ema, "loss": cfg.loss,
                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
                                     "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
                                  "init_from": cfg.init_from, "init_from_sha256": init_digest,
