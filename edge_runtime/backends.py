@@ -6,6 +6,7 @@ compute, so the stream pipeline can overlap capture, SR and output in threads.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -54,9 +55,22 @@ def pad_to_even(y: np.ndarray) -> np.ndarray:
     return np.pad(y, ((0, y.shape[0] % 2), (0, y.shape[1] % 2)), mode="edge")
 
 
+def card_border(path: Path) -> int:
+    """The `mirrored_border` of the model card beside `path` (quantize writes one per artifact): LR pixels a
+    padding-free model wants each frame extended by, mirrored. 0 without a card (a file from elsewhere)."""
+    card = Path(str(path) + ".json")
+    try:
+        return int(json.loads(card.read_text()).get("mirrored_border", 0)) if card.is_file() else 0
+    except (ValueError, TypeError, AttributeError) as err:
+        raise BackendError(f"{card}: not a model card ({err})") from None
+
+
 class Upscaler:
     """`run(y)`: float HR Y (for measuring PSNR); `upscale(y)`: uint8 HR Y (for streaming);
     `upscale_bgr(image)`: a whole BGR image, as the stream upscales a frame.
+
+    A padding-free model (`border` > 0, from its card) sees each frame extended by `border` mirrored pixels
+    (OpenCV's BORDER_REFLECT, as its training validated: training.model.upscale_image), its output cropped back.
 
     A frame over `whole_limit` pixels goes through the model in tiles of `tile` x `tile` LR pixels, each
     with `margin` pixels of its neighbours' context, so memory stays bounded: a 12-megapixel photo took
@@ -65,6 +79,7 @@ class Upscaler:
     bit for bit (tested); both are even, so a superpixel head's 2x2 blocks fall where they do in the whole frame."""
 
     tile, margin, whole_limit = 512, 16, 1280 * 720
+    border = 0
 
     def _run(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -73,10 +88,18 @@ class Upscaler:
         return to_uint8(self._run(y))
 
     def run(self, y: np.ndarray) -> np.ndarray:
-        return self._tiled(y, self._run)
+        return self._mirrored(y, self._run)
 
     def upscale(self, y: np.ndarray) -> np.ndarray:
-        return self._tiled(y, self._upscale)
+        return self._mirrored(y, self._upscale)
+
+    def _mirrored(self, y: np.ndarray, forward) -> np.ndarray:
+        b = self.border
+        if not b:
+            return self._tiled(y, forward)
+        out = self._tiled(cv2.copyMakeBorder(y, b, b, b, b, cv2.BORDER_REFLECT), forward)
+        edge = out.shape[0] // (y.shape[0] + 2 * b) * b
+        return out[edge:out.shape[0] - edge, edge:out.shape[1] - edge]
 
     def upscale_bgr(self, image: np.ndarray) -> np.ndarray:
         """BGR (or grey) uint8 -> BGR uint8 at scale x the size: Y through the net, chroma bilinear."""
@@ -323,10 +346,13 @@ def runtime_signature(path: Path) -> str:
     return "litert missing"
 
 
-def load_upscaler(path: Path, threads: int = 0, backend: str | None = None):
-    """The backend that runs `path` (chosen by its suffix unless `backend` is given)."""
+def load_upscaler(path: Path, threads: int = 0, backend: str | None = None, border: int | None = None):
+    """The backend that runs `path` (chosen by its suffix unless `backend` is given), mirroring `border` pixels
+    around each frame (None: as its model card says)."""
     wanted = backend_for(path)
     if backend and backend != wanted:
         raise BackendError(f"{Path(path).name} runs on {wanted}, not {backend} (drop --backend, or give a "
                            f"{SUFFIXES[backend]} file)")
-    return (OnnxUpscaler if wanted == "onnxruntime" else LiteRTUpscaler)(Path(path), threads)
+    upscaler = (OnnxUpscaler if wanted == "onnxruntime" else LiteRTUpscaler)(Path(path), threads)
+    upscaler.border = card_border(path) if border is None else border
+    return upscaler

@@ -95,8 +95,8 @@ def qat_weights(model: FSRCNN, ident: str, checkpoint: Path, data_dir: Path, pat
     return tuned, balance
 
 
-def score(path: Path, pairs: dict, scale: int) -> dict:
-    upscaler = load_upscaler(path, threads=0)
+def score(path: Path, pairs: dict, scale: int, border: int) -> dict:
+    upscaler = load_upscaler(path, threads=0, border=border)  # scored before its card is written
     result = {}
     for name, set_pairs in pairs.items():
         scores = evaluate_set(upscaler.run, set_pairs, scale)
@@ -118,9 +118,6 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
     step = "load"
     try:
         model = load_weights(checkpoint)
-        if model.config.border:  # its exports would score and stream it with zero-padded borders, untrained for
-            raise CheckpointError(f"{checkpoint.name} is padding-free (it mirrors {model.config.border} px at image "
-                                  "borders), which the exports and edge_runtime do not do yet (TRAINING.md, ctx39)")
         scale = model.config.scale
         pairs = {name: load_eval_set(set_folder(data_dir, name), scale) for name in EVAL_SETS}
         bar.update(1)
@@ -166,7 +163,7 @@ def build_model(ident: str, data_dir: Path, out_dir: Path, formats: list[str], q
                                           balance=balance if precision == "int8" else None,
                                           ceilings=ceilings if precision == "int8" else None)
                     ops = tflite_export.op_report(target)
-                quality = score(target, pairs, scale)
+                quality = score(target, pairs, scale, model.config.border)
                 extra = {"ops": ops, **(common if precision == "int8" else {})}
                 if precision == "int8":
                     extra["fp32_reference"] = made[f"{fmt} fp32"]["quality"]

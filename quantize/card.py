@@ -86,6 +86,8 @@ def write_card(artifact: Path, model: FSRCNN, *, precision: str, head: str, qual
         "runtime": runtime,
         "precision": precision,
         **io_spec(artifact),
+        # edge_runtime.backends.card_border: what the runtime mirrors around each frame before this graph
+        "mirrored_border": c.border,
         "macs_per_lr_pixel": macs_per_lr_pixel(c),
         "executed_macs_per_lr_pixel": executed_macs_per_lr_pixel(deployable(model, head), rewrites, runtime),
         "parameters": count_parameters(model),

@@ -3,6 +3,7 @@ on the shipped artifacts, and the model cards."""
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,7 +21,7 @@ from quantize.build import CALIBRATION
 from quantize.calibration import calibration_patches
 from quantize.qat import INT8_FORM, QuantSim, activation_ceiling, balance_gains, on_int8_grid
 from training.evaluate import WEIGHTS_DIR
-from training.model import FSRCNN, load_weights, preset, relu_layers
+from training.model import FSRCNN, load_weights, preset, relu_layers, upscale_image
 
 PARITY = 1e-5  # max abs difference on the 0..1 scale
 SIM_AGREEMENT_DB = 54  # QuantSim vs the INT8 runtimes (PSNR of one against the other)
@@ -450,17 +451,25 @@ def test_corrupt_checkpoint_names_the_model_and_step(tmp_path, data_dir):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_padding_free_checkpoint_is_refused_until_the_exports_mirror_borders(tmp_path, data_dir):
+def test_a_padding_free_checkpoints_artifacts_carry_its_border_and_the_runtime_mirrors_frames_as_training_did(
+        tmp_path, data_dir):
     shutil.copy(WEIGHTS_DIR / "fsrcnn-s_x2.pt", tmp_path)
     meta = json.loads((WEIGHTS_DIR / "fsrcnn-s_x2.json").read_text())
     meta["config"]["border"] = 5
     (tmp_path / "fsrcnn-s_x2.json").write_text(json.dumps(meta))
-    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--weights-dir", str(tmp_path),
-                          "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out"),
-                          "--results", str(tmp_path / "r.json")], capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
-    assert "fsrcnn-s_x2, step 'load'" in run.stderr and "padding-free" in run.stderr
-    assert not (tmp_path / "out").exists()
+    run = subprocess.run([PYTHON, "-m", "quantize.build", "--models", "fsrcnn-s_x2", "--formats", "onnx", "--qat-iters", "3",
+                          "--weights-dir", str(tmp_path), "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    model = load_weights(tmp_path / "fsrcnn-s_x2.pt")
+    y = real_lr()
+    with torch.no_grad():
+        expected = upscale_image(model, torch.from_numpy(y.astype(np.float32) / 255)[None, None])[0, 0].numpy()
+    fp32 = tmp_path / "out" / "fsrcnn-s_x2_fp32.onnx"
+    assert json.loads(Path(str(fp32) + ".json").read_text())["mirrored_border"] == 5
+    assert np.abs(load_upscaler(fp32, threads=1).run(y) / 255 - expected).max() < PARITY
+    zero_padded = load_upscaler(fp32, threads=1, border=0).run(y) / 255
+    assert np.abs(zero_padded - expected).max() > 10 * PARITY  # the mirroring is what made them agree
 
 
 def test_a_missing_checkpoint_is_refused_before_any_model_is_built(tmp_path, data_dir):
