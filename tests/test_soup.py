@@ -45,7 +45,7 @@ def test_averaging_two_fine_tunes_that_straddle_a_better_point_recovers_it(tiny_
 def test_an_ingredient_that_lowers_validation_is_left_out(tiny_dataset, tmp_path):
     torch.manual_seed(0)
     untrained = tmp_path / "untrained.pt"
-    save_weights(FSRCNN(preset("fsrcnn-s", 2)), untrained)
+    save_weights(FSRCNN(load_weights(SHIPPED).config), untrained)  # the same architecture, untrained
     out = tmp_path / "soup.pt"
     run = soup([untrained, SHIPPED], out, tiny_dataset)
     assert run.returncode == 0, run.stderr
