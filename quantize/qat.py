@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DOWNSCALES, PatchSampler, set_folder
-from training.model import FSRCNN, mirror_pad, relu_layers
+from training.model import FSRCNN, crop_border, mirror_pad, relu_layers
 from quantize.calibration import CALIBRATION_SETS
 
 INT8_FORM = "folded"  # training.model.relu_layers: the form both INT8 runtimes run
@@ -164,9 +164,6 @@ def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray,
     sampler = PatchSampler([set_folder(data_dir, n) for n in train_sets], scale, lr_patch, seed=seed, progress=False,
                            transpose=transpose, downscales=downscales, context=border)
     edge = border * scale
-
-    def scored_part(hr_side: torch.Tensor) -> torch.Tensor:
-        return hr_side[..., edge:hr_side.shape[-2] - edge, edge:hr_side.shape[-1] - edge] if edge else hr_side
     val_pairs = load_eval_set(set_folder(data_dir, "Set5"), scale)
     optimizer = torch.optim.Adam([
         {"params": work.body.parameters(), "lr_mult": 1.0},
@@ -176,8 +173,8 @@ def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray,
     def validate() -> float:
         sim.calibrate()
         with torch.no_grad():
-            psnr = evaluate_set(lambda y: scored_part(sim(mirror_pad(torch.from_numpy(y.astype(np.float32) / 255)[None, None],
-                                                                     border)))[0, 0].numpy() * 255, val_pairs, scale)["psnr"]
+            psnr = evaluate_set(lambda y: crop_border(sim(mirror_pad(torch.from_numpy(y.astype(np.float32) / 255)[None, None],
+                                                                     border)), edge)[0, 0].numpy() * 255, val_pairs, scale)["psnr"]
         return psnr
 
     best_state, best = {k: v.clone() for k, v in work.state_dict().items()}, validate()
@@ -189,8 +186,8 @@ def quant_aware_finetune(model: FSRCNN, data_dir: Path, calibration: np.ndarray,
         x, y = sampler.batch(batch)
         if target == "fp32":
             with torch.no_grad():
-                y = scored_part(model(x))
-        loss = F.mse_loss(scored_part(sim(x)), y)
+                y = crop_border(model(x), edge)
+        loss = F.mse_loss(crop_border(sim(x), edge), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -24,7 +24,7 @@ from quantize.calibration import calibration_patches  # noqa: E402
 from quantize.qat import INT8_FORM, QuantSim, fake_quant_weight, layer_outputs  # noqa: E402
 from training.data import DataError, resolve_data_dir, set_folder  # noqa: E402
 from training.evaluate import WEIGHTS_DIR  # noqa: E402
-from training.model import CheckpointError, load_weights, mirror_pad, relu_layers  # noqa: E402
+from training.model import CheckpointError, crop_border, load_weights, mirror_pad, relu_layers  # noqa: E402
 
 
 def breakdown(ident: str, data_dir: Path) -> tuple[float, list[tuple[str, float]]]:
@@ -44,9 +44,8 @@ def breakdown(ident: str, data_dir: Path) -> tuple[float, list[tuple[str, float]
             with torch.no_grad():
                 x = mirror_pad(torch.from_numpy(lr.astype(np.float32) / 255)[None, None], qat.config.border)
                 *_, out = layer_outputs(layers, x, weights, activations)
-                edge = qat.config.border * scale  # a padding-free model meets borders mirrored (model.upscale_image)
-                out = F.pixel_shuffle(out, scale)[0, 0]
-                return out[edge:out.shape[0] - edge, edge:out.shape[1] - edge].numpy() * 255
+                out = crop_border(F.pixel_shuffle(out, scale), qat.config.border * scale)  # as model.upscale_image
+                return out[0, 0].numpy() * 255
 
         return evaluate_set(upscale, pairs, scale)["psnr"]
 

@@ -130,13 +130,16 @@ def mirror_pad(x: torch.Tensor, border: int) -> torch.Tensor:
     return torch.cat([x[..., :border].flip(-1), x, x[..., -border:].flip(-1)], -1)
 
 
+def crop_border(t: torch.Tensor, edge: int) -> torch.Tensor:
+    """t without `edge` pixels on each side of its last two dims: an output's part that read no padding."""
+    return t[..., edge:t.shape[-2] - edge, edge:t.shape[-1] - edge] if edge else t
+
+
 def upscale_image(model: "FSRCNN", x: torch.Tensor) -> torch.Tensor:
     """The model on whole images (N, 1, h, w) -> (N, 1, h*scale, w*scale), borders as it was trained for: zero
     padding, or, for a padding-free model, the image mirrored by `config.border` pixels and the output cropped."""
     border, scale = model.config.border, model.config.scale
-    out = model(mirror_pad(x, border))
-    edge = border * scale
-    return out[..., edge:out.shape[-2] - edge, edge:out.shape[-1] - edge] if edge else out
+    return crop_border(model(mirror_pad(x, border)), border * scale)
 
 
 def receptive_radius(config: FSRCNNConfig) -> int:

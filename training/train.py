@@ -28,7 +28,7 @@ from tqdm import tqdm
 from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DOWNSCALES, WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import (DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, dihedral_mean, load_weights, model_id, preset,
+from training.model import (DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, crop_border, dihedral_mean, load_weights, model_id, preset,
                             receptive_radius, repad_deconv, save_weights, upscale_image)
 
 LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss}
@@ -377,10 +377,7 @@ def train(cfg: TrainConfig) -> float:
         best = validate(model, val_pairs, cfg.scale)
         print(f"{ident}: starting from {cfg.init_from}, {cfg.val_set} {best:.3f} dB")
     keeper = BestWeights(run, Path(cfg.out_dir) / f"{ident}.pt", val_pairs, cfg.scale, device) if is_main else None
-    edge = model.config.border * cfg.scale
-
-    def scored_part(hr_side: torch.Tensor) -> torch.Tensor:  # the output's part the loss sees
-        return hr_side[..., edge:hr_side.shape[-2] - edge, edge:hr_side.shape[-1] - edge] if edge else hr_side
+    edge = model.config.border * cfg.scale  # what the loss leaves out of each output patch (--padding-free)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log_path = run / "log.csv"
@@ -404,8 +401,8 @@ def train(cfg: TrainConfig) -> float:
                 taught = None
                 if teacher is not None:
                     with torch.no_grad():
-                        taught = scored_part(teacher(lr_batch))
-            sr_batch = scored_part(net(lr_batch))
+                        taught = crop_border(teacher(lr_batch), edge)
+            sr_batch = crop_border(net(lr_batch), edge)
             loss = LOSSES[cfg.loss](sr_batch, hr_batch)
             if taught is not None:
                 loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * LOSSES[cfg.loss](sr_batch, taught)
