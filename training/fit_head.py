@@ -28,7 +28,8 @@ from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DataError, augmented_pairs, resolve_data_dir, set_folder
 from training.evaluate import torch_upscaler
-from training.model import DECONV_KERNEL, FSRCNN, CheckpointError, load_weights, save_weights, subpixel_taps
+from training.model import (DECONV_KERNEL, FSRCNN, CheckpointError, crop_border, load_weights, mirror_pad, save_weights,
+                            subpixel_taps)
 from training.train import TrainConfig, use_threads
 
 TURNS = 4  # rotations by 90 degrees, as training's augmentation
@@ -64,16 +65,20 @@ class HeadFit:
 
     def add(self, lr: np.ndarray, hr: np.ndarray) -> None:
         """One pair (0..255): a random `keep` share of its LR pixels, less the outer ring (the evaluation
-        shaves it)."""
-        s = self.scale
+        shaves it). A padding-free model's features are those of the image mirrored by its border, as it
+        meets images (`upscale_image`); the head reads them at the image's own pixels."""
+        s, border = self.scale, self.model.config.border
         with torch.no_grad():
-            features = self.model.body(torch.from_numpy(lr.astype(np.float32) / 255.0)[None, None])
+            features = self.model.body(mirror_pad(torch.from_numpy(lr.astype(np.float32) / 255.0)[None, None], border))
         h, w = lr.shape
         inner = torch.zeros(h, w, dtype=torch.bool)
         inner[1:-1, 1:-1] = True
         inner = (inner & (torch.rand(h, w, generator=self.generator) < self.keep)).reshape(-1)
+        columns = F.unfold(features, self.k, padding=self.k // 2)[0]
+        rows = len(columns)
+        columns = crop_border(columns.view(rows, h + 2 * border, w + 2 * border), border).reshape(rows, -1)
         # float64 from here: the features are nearly collinear, and a float32 Gram matrix loses the fit
-        columns = F.unfold(features, self.k, padding=self.k // 2)[0][:, inner].double()
+        columns = columns[:, inner].double()
         target = torch.from_numpy(np.asarray(hr, dtype=np.float64) / 255.0)
         self.gram += columns @ columns.T
         self.feature_sum += columns.sum(1)
