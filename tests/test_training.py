@@ -14,8 +14,8 @@ from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, image_f
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
-from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, load_weights, mirror_pad, preset, receptive_radius,
-                            save_weights, upscale_image)
+from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, crop_border, load_weights, mirror_pad, preset,
+                            receptive_radius, save_weights, upscale_image)
 
 
 def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny_dataset, tmp_path):
@@ -232,6 +232,47 @@ def test_a_padding_free_run_saves_a_mirroring_checkpoint_whose_fine_tunes_stay_p
     train_module.train(train_module.parse_args(common + ["--init-from", str(first), "--run-dir", str(tmp_path / "b"),
                                                          "--out-dir", str(tmp_path / "w2")]))
     assert load_weights(tmp_path / "b" / "fsrcnn-s_x3" / "best.pt").config.border == 4
+
+
+def grey_images(folder):
+    """A training folder of one flat grey image."""
+    folder.mkdir()
+    cv2.imwrite(str(folder / "grey.png"), np.full((72, 72, 3), 128, np.uint8))
+    return folder
+
+
+def footprint_spread(hr: torch.Tensor, scale: int) -> float:
+    """How far outputs differ between LR pixels' footprints. From a flat grey LR image, every footprint a model
+    computes from real pixels alone is the same (its head's phases may differ within one): 0 up to rounding."""
+    n, c, h, w = hr.shape
+    blocks = hr.reshape(n, c, h // scale, scale, w // scale, scale)
+    return (blocks - blocks[:, :, :1, :, :1, :]).abs().max().item()
+
+
+def test_a_per_step_teacher_widens_a_padding_free_students_patches_so_it_reads_no_zeros_either(tiny_dataset, tmp_path):
+    student = FSRCNN(replace(preset("fsrcnn-s", 3, 3), border=4))
+    teacher = FSRCNN(preset("fsrcnn", 3, 3)).eval()  # reaches 7 LR pixels
+    context = train_module.patch_context(train_module.TrainConfig(), student, teacher)
+    grey = grey_images(tmp_path / "Grey")
+    with torch.no_grad():
+        taught = [crop_border(teacher(PatchSampler([grey], 3, lr_patch=6, progress=False, context=c).batch(4)[0]), c * 3)
+                  for c in (context, student.config.border)]
+    assert context == 7 and footprint_spread(taught[0], 3) < 1e-5 < footprint_spread(taught[1], 3)
+    save_weights(teacher, tmp_path / "teacher.pt")
+    train_module.train(train_module.parse_args([
+        "--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--iters", "10", "--eval-every", "10",
+        "--batch", "4", "--lr-patch", "6", "--threads", "1", "--padding-free", "--teacher", str(tmp_path / "teacher.pt"),
+        "--run-dir", str(tmp_path / "run"), "--out-dir", str(tmp_path / "out")]))
+    assert load_weights(tmp_path / "run" / "fsrcnn-s_x3" / "best.pt").config.border == 4
+
+
+@pytest.mark.parametrize("border", [0, 7])
+def test_a_teacher_ensemble_meets_image_borders_as_its_teacher_was_trained_to(border):
+    teacher = FSRCNN(replace(preset("fsrcnn", 3, 3), border=border)).eval()
+    with torch.no_grad():
+        taught = train_module.whole_image_teacher(teacher)(torch.full((1, 1, 20, 24), 0.5))
+    assert taught.shape == (1, 1, 60, 72)
+    assert (footprint_spread(taught, 3) < 1e-5) == bool(border)  # mirrored, a grey image stays even; zeros darken its edges
 
 
 def test_patch_sampler_uses_each_image_at_the_sizes_asked_for(tiny_dataset):
