@@ -32,6 +32,21 @@ def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny
     assert model.config.d == 32
 
 
+def test_watched_sets_are_scored_beside_the_validation_set_and_never_pick_the_weights_kept(tiny_dataset, tmp_path):
+    train_module.train(train_module.parse_args([
+        "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "60", "--eval-every", "20",
+        "--batch", "8", "--lr-patch", "10", "--watch-sets", "BSD200", "T91", "--run-dir", str(tmp_path / "runs"),
+        "--out-dir", str(tmp_path / "weights"), "--threads", "1",
+    ]))
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv")))
+    kept = max(rows, key=lambda r: float(r["val_psnr"]))
+    upscale = torch_upscaler(load_weights(tmp_path / "weights" / "fsrcnn-s_x2.pt", expect_scale=2))
+    for name in ("BSD200", "T91"):
+        watched = evaluate_set(upscale, load_eval_set(tiny_dataset / name, 2), 2)["psnr"]
+        assert float(kept[f"{name}_psnr"]) == pytest.approx(watched, abs=1e-4)
+    assert json.load(open(tmp_path / "weights" / "fsrcnn-s_x2.json"))["val_set"] == "Set5"
+
+
 def test_a_run_that_does_not_beat_the_weights_in_its_out_dir_keeps_them_and_its_own_best_in_its_run_folder(
         tiny_dataset, tmp_path):
     weights = tmp_path / "weights"

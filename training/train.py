@@ -53,6 +53,9 @@ class TrainConfig:
     data_dir: str | None = option(None, "folder holding the image sets (default: $EDGE_SR_DATA)")
     train_sets: list[str] = option(["T91", "BSD200"], "training image folders inside --data-dir")
     val_set: str = option("Set5", "validation folder; its PSNR picks the checkpoint kept")
+    # To see whether what --val-set picks holds elsewhere (pf40: padding-free FSRCNN x4 gained on Set5, lost on Set14).
+    watch_sets: list[str] = option([], "further validation folders, scored and logged beside --val-set at each "
+                                       "validation, never used to pick")
     # "pixels": BSD200 (481x321) gives 85% of patches, T91 15%. "images": T91 31%; +0.02 dB on Set5 in a CPU
     # trial (TRAINING.md).
     weigh: str = option("pixels", "how patches are shared out: by pixels or by images")
@@ -113,8 +116,9 @@ def parse_args(argv: list[str] | None = None, config_type=TrainConfig, doc: str 
         if isinstance(value, bool):  # --flag / --no-flag
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=text)
         elif isinstance(value, list):
-            kind = type(value[0])
-            p.add_argument(flag, nargs="+", type=kind, default=value, help=f"{text} (default: {' '.join(map(str, value))})",
+            kind = type(value[0]) if value else str  # an empty default holds names (--watch-sets)
+            shown = " ".join(map(str, value)) or "none"
+            p.add_argument(flag, nargs="+", type=kind, default=value, help=f"{text} (default: {shown})",
                            metavar="NAME" if kind is str else kind.__name__.upper())
         else:
             shown = "" if value in (None, "") else f" (default: {value})"
@@ -362,6 +366,7 @@ def train(cfg: TrainConfig) -> float:
     data_dir = resolve_data_dir(cfg.data_dir)
     folders = [set_folder(data_dir, name) for name in cfg.train_sets]
     val_pairs = load_eval_set(set_folder(data_dir, cfg.val_set), cfg.scale)
+    watched = {name: load_eval_set(set_folder(data_dir, name), cfg.scale) for name in cfg.watch_sets}
     sampler = PatchSampler(folders, cfg.scale, cfg.lr_patch or LR_PATCH[cfg.scale], seed=cfg.seed + rank,
                            progress=is_main, device=device, weigh=cfg.weigh, transpose=cfg.transpose,
                            downscales=tuple(cfg.downscales), phases=cfg.phases, context=patch_context(cfg, model, teacher))
@@ -403,7 +408,8 @@ def train(cfg: TrainConfig) -> float:
     log = open(log_path, "w" if new_log else "a", newline="") if is_main else None
     writer = csv.writer(log) if log else None
     if writer and new_log:
-        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"] + (["raw_psnr"] if ema is not None else []))
+        writer.writerow(["step", "loss", "val_psnr", "lr", "seconds"] + (["raw_psnr"] if ema is not None else [])
+                        + [f"{name}_psnr" for name in watched])
     start, running, running_steps = time.time() - trained_seconds, torch.zeros((), device=device), 0
     try:
         progress = schedule_progress(cfg, step, trained_seconds)
@@ -436,11 +442,12 @@ def train(cfg: TrainConfig) -> float:
             bar.advance(progress, step)
             if is_main and (step % cfg.eval_every == 0 or progress >= 1.0):
                 val = validate(scored, val_pairs, cfg.scale)
-                raw = [f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema is not None else []
+                extra = ([f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema is not None else []) + [
+                    f"{validate(scored, pairs, cfg.scale):.4f}" for pairs in watched.values()]
                 mean_loss = running.item() / running_steps
                 running.zero_()
                 running_steps = 0
-                writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"] + raw)
+                writer.writerow([step, f"{mean_loss:.6e}", f"{val:.4f}", f"{lr_now:.3e}", f"{time.time() - start:.0f}"] + extra)
                 log.flush()
                 if val > best:
                     best = val
