@@ -47,6 +47,20 @@ def test_watched_sets_are_scored_beside_the_validation_set_and_never_pick_the_we
     assert json.load(open(tmp_path / "weights" / "fsrcnn-s_x2.json"))["val_set"] == "Set5"
 
 
+def test_pick_rounded_keeps_the_weights_whose_lower_of_raw_and_rounded_psnr_is_best(tiny_dataset, tmp_path):
+    train_module.train(train_module.parse_args([
+        "--model", "fsrcnn-s", "--scale", "2", "--data-dir", str(tiny_dataset), "--iters", "60", "--eval-every", "20",
+        "--batch", "8", "--lr-patch", "10", "--pick-rounded", "--run-dir", str(tmp_path / "runs"),
+        "--out-dir", str(tmp_path / "weights"), "--threads", "1",
+    ]))
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fsrcnn-s_x2" / "log.csv")))
+    best_logged = max(float(r["val_psnr"]) for r in rows)
+    scores = evaluate_set(torch_upscaler(load_weights(tmp_path / "weights" / "fsrcnn-s_x2.pt", expect_scale=2)),
+                          load_eval_set(tiny_dataset / "Set5", 2), 2)
+    assert best_logged == pytest.approx(min(scores["psnr"], scores["psnr_uint8"]), abs=1e-4)
+    assert json.load(open(tmp_path / "weights" / "fsrcnn-s_x2.json"))["pick_rounded"] is True
+
+
 def test_a_run_that_does_not_beat_the_weights_in_its_out_dir_keeps_them_and_its_own_best_in_its_run_folder(
         tiny_dataset, tmp_path):
     weights = tmp_path / "weights"
