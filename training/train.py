@@ -83,7 +83,7 @@ class TrainConfig:
     deconv_lr_mult: float = option(0.1, "the deconvolution's rate over the rest (the paper's 0.1)")
     min_lr_ratio: float = option(0.01, "cosine decay floor, as a share of --lr")
     ema: float = option(0.0, "decay of a moving average of the weights, validated and saved instead; 0: none "
-                             "(the log's raw_psnr scores the trained weights)")
+                             "(the log's raw_psnr scores the trained weights as val_psnr does)")
     optimizer: str = option("adam", "adam or sgd (momentum 0.9)")
     # Zhao et al. (IEEE TCI 2017) found L1 reaches a higher PSNR than MSE itself. Here it ended under its MSE
     # twins on FSRCNN-s x3 and FSRCNN x4 (TRAINING.md, loss27, twin27); the shipped FSRCNN x4 was fine-tuned with it.
@@ -448,7 +448,7 @@ def train(cfg: TrainConfig) -> float:
             bar.advance(progress, step)
             if is_main and (step % cfg.eval_every == 0 or progress >= 1.0):
                 val = validate(scored, val_pairs, cfg.scale, cfg.pick_rounded)
-                extra = ([f"{validate(model, val_pairs, cfg.scale):.4f}"] if ema is not None else []) + [
+                extra = ([f"{validate(model, val_pairs, cfg.scale, cfg.pick_rounded):.4f}"] if ema is not None else []) + [
                     f"{validate(scored, pairs, cfg.scale):.4f}" for pairs in watched.values()]
                 mean_loss = running.item() / running_steps
                 running.zero_()
