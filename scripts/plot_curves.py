@@ -26,7 +26,7 @@ LOGS = ROOT / "results" / "training_logs"
 # Phases not listed (a user's own runs) chain on after these.
 PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7", "align9", "mirror10",
           "mirror11", "mirror12", "mirror13", "mirror14", "mirror17", "mirror18",
-          "xfer25", "xfer25a", "joint26", "l1-27", "kd28", "ctx39", "kd41", "kd42", "kd43"]
+          "xfer25", "xfer25a", "joint26", "l1-27", "kd28", "ctx39", "kd41", "kd42", "kd43", "kd44", "kd45"]
 
 
 def phases() -> list[str]:
