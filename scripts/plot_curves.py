@@ -26,7 +26,8 @@ LOGS = ROOT / "results" / "training_logs"
 # Phases not listed (a user's own runs) chain on after these.
 PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7", "align9", "mirror10",
           "mirror11", "mirror12", "mirror13", "mirror14", "mirror17", "mirror18",
-          "xfer25", "xfer25a", "joint26", "l1-27", "kd28", "ctx39", "kd41", "kd42", "kd43", "kd44", "kd45"]
+          "xfer25", "xfer25a", "joint26", "l1-27", "kd28", "ctx39", "pf40", "kd41", "pf42", "kd42", "pf43", "kd43", "kd44", "kd45",
+          "kd46", "kd47", "pf47"]
 
 
 def phases() -> list[str]:
@@ -44,8 +45,10 @@ def collect(runs: Path) -> None:
 
 
 # Patches per step where a run's batch was not the CPU's 64 (TRAINING.md's table), so that each curve's x axis
-# counts training patches seen: the GPU runs took 4 to 16 times the CPU's batch.
-BATCH = {"gpu1": 256, "gpu2": 256, "gpu3": 512, "gpu4": 1024, "gpu5": 512, "gpu6": 512}
+# counts training patches seen: the GPU runs took 4 to 16 times the CPU's batch, FSRCNN x4's padding-free runs a
+# quarter of it (LR patches of 24, not 12).
+BATCH = {"gpu1": 256, "gpu2": 256, "gpu3": 512, "gpu4": 1024, "gpu5": 512, "gpu6": 512,
+         "pf40": 16, "pf42": 16, "pf43": 16, "pf47": 16}
 CPU_BATCH = 64
 # Issue 2's Set5 targets, drawn as each panel's dashed line.
 SET5_TARGETS = {"fsrcnn_x2": 37.10, "fsrcnn_x3": 33.28, "fsrcnn_x4": 30.82,
