@@ -310,8 +310,8 @@ def test_onnx_int8_kernels_compute_what_the_qdq_graph_says_on_any_x86_cpu(artifa
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     upscaler.session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
     levels = np.abs(fused - upscaler.run(y))
-    # measured: at most 2 levels, on at most 3.7% of pixels (fsrcnn_x2's kd47 copy, 1 level; its ONNX Runtime and
-    # LiteRT artifacts score the same Set5 to the third decimal); saturation puts it 13 levels off on average
+    # measured: 1 level at most, on up to 3.7% of pixels (fsrcnn_x2's kd47 copy, whose ONNX Runtime and LiteRT
+    # artifacts score the same Set5 to the third decimal); saturation puts it 13 levels off on average
     assert levels.max() <= 2.01 and (levels > 0.5).mean() < 0.05
 
 
