@@ -329,7 +329,7 @@ def test_exact_int8_kernels_are_asked_for_only_on_x86_without_vnni(machine, flag
 # against the weights before, which lost 0.122 / 0.154; FSRCNN-s x2 then trained padding-free in ctx39: FP32
 # +0.046, INT8 +0.037, so 0.152 became 0.161, and distilled in kd41: 0.163; FSRCNN x2 distilled in kd47: FP32
 # +0.016, INT8 +0.025, so 0.146 became 0.137).
-INT8_MAX_LOSS_DB = {"fsrcnn_x2": 0.145, "fsrcnn-s_x2": 0.165}
+INT8_MAX_LOSS_DB = {"fsrcnn_x2": 0.145, "fsrcnn-s_x2": 0.155}
 INT8_BAR_DB = 0.10
 
 
