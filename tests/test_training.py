@@ -1,3 +1,4 @@
+import copy
 import csv
 import json
 import subprocess
@@ -14,8 +15,8 @@ from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, image_f
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
-from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, crop_border, load_weights, mirror_pad, preset,
-                            receptive_radius, save_weights, upscale_image)
+from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, collapsed, crop_border, expand_layers, load_weights,
+                            mirror_pad, preset, receptive_radius, save_weights, upscale_image)
 
 
 def test_a_short_run_on_tiny_data_lowers_the_loss_and_saves_a_loadable_best(tiny_dataset, tmp_path):
@@ -184,6 +185,43 @@ def test_a_weight_average_run_saves_the_average_and_resumes_it(tiny_dataset, tmp
     assert [int(r["step"]) for r in rows] == [20, 40] and all(float(r["raw_psnr"]) > 0 for r in rows)
     with pytest.raises(ValueError, match="--ema must be a decay"):
         train_module.train(train_module.parse_args(common[:-1] + ["1.5", "--iters", "1"]))
+
+
+def test_an_expanded_model_starts_as_its_plain_self_trains_its_factors_and_saves_their_product(tmp_path):
+    torch.manual_seed(0)
+    plain = FSRCNN(preset("fsrcnn-s", 3))
+    x, target = torch.rand(2, 1, 12, 12), torch.rand(2, 1, 36, 36)
+    with torch.no_grad():
+        start = plain(x)
+    expanded = expand_layers(copy.deepcopy(plain), 4)  # each weight: W over random rows, the identity over zeros
+    first = expanded.body[0].parametrizations.weight
+    assert first.original0.shape == (32, 128) and first.original1.shape == (128, 1, 5, 5)
+    assert torch.allclose(expanded(x), start, atol=1e-6)
+
+    optimizer = torch.optim.Adam(expanded.parameters(), lr=1e-3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(expanded(x), target).backward()
+        optimizer.step()
+    with torch.no_grad():
+        trained = expanded(x)
+        assert not torch.allclose(trained, start, atol=1e-4)
+        save_weights(expanded, tmp_path / "fsrcnn-s_x3.pt")
+        saved = load_weights(tmp_path / "fsrcnn-s_x3.pt")
+        assert list(saved.state_dict()) == list(plain.state_dict())
+        assert torch.allclose(saved(x), trained, atol=1e-6)
+
+
+def test_an_expanded_run_saves_plain_weights_and_resumes_its_factors(tiny_dataset, tmp_path, capsys):
+    common = ["--model", "fsrcnn-s", "--scale", "3", "--data-dir", str(tiny_dataset), "--eval-every", "10",
+              "--batch", "4", "--lr-patch", "8", "--run-dir", str(tmp_path), "--out-dir", str(tmp_path), "--threads", "1",
+              "--expand", "2"]
+    train_module.train(train_module.parse_args(common + ["--iters", "20"]))
+    assert json.load(open(tmp_path / "fsrcnn-s_x3.json"))["expand"] == 2
+    load_weights(tmp_path / "fsrcnn-s_x3.pt")  # a plain FSRCNN-s
+    assert any("parametrizations" in key for key in torch.load(tmp_path / "fsrcnn-s_x3" / "last.pt", weights_only=True)["model"])
+    train_module.train(train_module.parse_args(common + ["--iters", "30", "--resume"]))
+    assert "resumed fsrcnn-s_x3 at step 20" in capsys.readouterr().out
 
 
 def test_a_wall_clock_budget_ends_the_run_with_a_validated_checkpoint(tiny_dataset, tmp_path, capsys):
@@ -419,6 +457,7 @@ def test_a_fine_tune_keeps_its_checkpoints_head_and_new_x3_models_get_the_centre
     (["--data-dir", "{empty}", "--lr-patch", "-3"], "--lr-patch must be 0 (by scale) or more"),
     (["--data-dir", "{empty}", "--threads", "-1"], "--threads must be 0"),
     (["--data-dir", "{empty}", "--min-lr-ratio", "3"], "--min-lr-ratio must be in [0, 1]"),
+    (["--data-dir", "{empty}", "--expand", "0"], "--expand must be 1 (none) or more"),
     (["--data-dir", "{empty}", "--downscales", "1", "1.5"], "--downscales must be factors in (0, 1], not 1.0 1.5"),
     (["--data-dir", "{empty}", "--init-from", "{empty}/missing.pt"], "checkpoint not found"),
     (["--data-dir", "{empty}", "--init-from", "README.md"], "missing its config file"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from edge_runtime.files import write_json
 
@@ -163,6 +164,50 @@ def dihedral_mean(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         return t.transpose(-2, -1) if pose >= 4 else t
 
     return sum(unposed(model(posed(x, pose)), pose) for pose in range(8)) / 8
+
+
+class WeightProduct(nn.Module):
+    """A layer's weight W (first dim n) held as mix (n x width) @ basis (width x the rest): the layer trained as
+    two linear layers with `width` channels between them, a k x k conv then a 1x1 (a deconvolution: a 1x1 then
+    the deconvolution). The product is one layer of the same shape, so the model's function class and its
+    exports are unchanged; only the path gradients take differs (linear over-parameterisation: ExpandNets,
+    Guo et al. NeurIPS 2020; SESR, Bhardwaj et al. MLSys 2022). It starts as W exactly: basis is W over
+    small random rows, mix the identity over zeros."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, mix: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        return (mix @ basis.flatten(1)).view(mix.shape[0], *basis.shape[1:])
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, spare = weight.shape[0], self.width - weight.shape[0]
+        # Scaled so that Adam's first steps on the spare half of mix move W about as far as steps on W would.
+        extra = torch.randn(spare, *weight.shape[1:], dtype=weight.dtype, device=weight.device) * weight.std() / spare ** 0.5
+        mix = torch.cat([torch.eye(rows, dtype=weight.dtype, device=weight.device), weight.new_zeros(rows, spare)], 1)
+        return mix, torch.cat([weight, extra])
+
+
+def expand_layers(model: FSRCNN, factor: int) -> FSRCNN:
+    """Every conv and the deconvolution of `model` trained through `factor` times its channels (WeightProduct),
+    in place; `collapsed` (and save_weights) multiply it back out."""
+    for module in [*model.body, model.deconv]:
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            parametrize.register_parametrization(module, "weight", WeightProduct(factor * module.weight.shape[0]))
+    return model
+
+
+def collapsed(model: FSRCNN) -> FSRCNN:
+    """`model` as a plain FSRCNN, any expanded layer's weight multiplied out (`model` itself if none is)."""
+    if not any(parametrize.is_parametrized(module) for module in model.modules()):
+        return model
+    plain = FSRCNN(model.config).to(model.deconv.bias.device)
+    with torch.no_grad():
+        for target, source in zip([*plain.body, plain.deconv], [*model.body, model.deconv]):
+            for name, param in target.named_parameters():
+                param.copy_(getattr(source, name))
+    return plain
 
 
 def repad_deconv(weight: torch.Tensor, from_pad: int, to_pad: int) -> torch.Tensor:
@@ -374,12 +419,12 @@ class CheckpointError(Exception):
 
 
 def save_weights(model: FSRCNN, path, extra: dict | None = None) -> None:
-    """`<id>.pt` (a plain state dict, torch.load(weights_only=True)) + `<id>.json` (config and provenance),
-    each written to a temp file and renamed so a crash never leaves half a checkpoint."""
+    """`<id>.pt` (a plain FSRCNN's state dict, any expanded layer collapsed; torch.load(weights_only=True)) +
+    `<id>.json` (config and provenance), each written to a temp file and renamed so a crash never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    torch.save({k: v.detach().cpu() for k, v in collapsed(model).state_dict().items()}, tmp)
     os.replace(tmp, path)
     meta = {"config": model.config.to_dict(), **(extra or {})}
     write_json(path.with_suffix(".json"), meta)

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from edge_runtime.files import OutputError, check_writable, sha256
 from edge_runtime.metrics import evaluate_set, load_eval_set
 from training.data import DOWNSCALES, WEIGHS, DataError, PatchSampler, resolve_data_dir, set_folder
-from training.model import (DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, crop_border, dihedral_mean, load_weights, model_id, preset,
-                            receptive_radius, repad_deconv, save_weights, upscale_image)
+from training.model import (DECONV_PAD, TRAIN_PAD, CheckpointError, FSRCNN, crop_border, dihedral_mean, expand_layers,
+                            load_weights, model_id, preset, receptive_radius, repad_deconv, save_weights, upscale_image)
 
 LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss}
 
@@ -79,6 +79,9 @@ class TrainConfig:
                                        "score only the patch (model.receptive_radius); the model then meets an "
                                        "image's borders mirrored (model.upscale_image). A padding-free "
                                        "--init-from stays so")
+    # Linear over-parameterisation (model.WeightProduct): the deployed model is unchanged.
+    expand: int = option(1, "train every layer as two, through this many times its channels, multiplied back "
+                            "into the one layer when saved; 1: as it is")
     lr: float = option(2e-3, "peak learning rate")
     deconv_lr_mult: float = option(0.1, "the deconvolution's rate over the rest (the paper's 0.1)")
     min_lr_ratio: float = option(0.01, "cosine decay floor, as a share of --lr")
@@ -173,6 +176,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--teacher-weight must be in (0, 1], not {cfg.teacher_weight}")
     if cfg.teacher_ensemble and cfg.teacher is None:
         raise ValueError("--teacher-ensemble needs --teacher MODEL.pt")
+    if cfg.expand < 1:
+        raise ValueError(f"--expand must be 1 (none) or more, not {cfg.expand}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"--ema must be a decay in [0, 1), not {cfg.ema}")
     if not all(0.0 < factor <= 1.0 for factor in cfg.downscales):
@@ -266,6 +271,8 @@ def build_model(cfg: TrainConfig) -> FSRCNN:
         if source.config.scale == cfg.scale:
             model.deconv.load_state_dict({"weight": repad_deconv(source.deconv.weight, source.config.deconv_pad, pad),
                                           "bias": source.deconv.bias})
+    if cfg.expand > 1:
+        expand_layers(model, cfg.expand)
     if cfg.train_only == "deconv":
         model.body.requires_grad_(False)
     return model
@@ -462,6 +469,7 @@ def train(cfg: TrainConfig) -> float:
                                  "pick_rounded": cfg.pick_rounded,
                                  "train_sets": cfg.train_sets, "weigh": cfg.weigh, "transpose": cfg.transpose,
                                  "phases": cfg.phases, "padding_free": bool(model.config.border), "downscales": cfg.downscales, "ema": cfg.ema, "loss": cfg.loss,
+                                 **({"expand": cfg.expand} if cfg.expand > 1 else {}),
                                  **({"teacher": cfg.teacher, "teacher_sha256": teacher_digest, "teacher_weight": cfg.teacher_weight,
                                     "teacher_ensemble": cfg.teacher_ensemble} if teacher is not None else {}),
                                  "init_from": cfg.init_from, "init_from_sha256": init_digest,
