@@ -15,7 +15,7 @@ from edge_runtime.metrics import bicubic_upscale, degrade, evaluate_set, image_f
 from training import train as train_module
 from training.data import DOWNSCALES, PatchSampler
 from training.evaluate import shipped_checkpoints, torch_upscaler
-from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, collapsed, crop_border, expand_layers, load_weights,
+from training.model import (PRESETS, SCALES, CheckpointError, FSRCNN, crop_border, expand_layers, load_weights,
                             mirror_pad, preset, receptive_radius, save_weights, upscale_image)
 
 
