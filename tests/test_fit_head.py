@@ -48,10 +48,11 @@ def test_a_padding_free_models_head_is_fitted_on_the_features_it_meets_at_mirror
         with torch.no_grad():
             return upscale_image(model, torch.from_numpy(lr.astype(np.float32) / 255)[None, None])[0, 0].numpy() * 255
 
-    lrs = [degrade(rgb_to_y(textured_image(60, 72, seed)), 3)[1] for seed in range(4)]
+    # Four small images to fit on: three left the fit short of pixels for the ov52 body (1.2 grey levels out).
+    lrs = [degrade(rgb_to_y(textured_image(60, 72, seed)), 3)[1] for seed in range(5)]
     student = load_weights(ROOT / "training" / "weights" / "fsrcnn-s_x3.pt").eval()
-    fit_head(student, [(upscale(teacher, lr), lr) for lr in lrs[:3]], keep=1.0)
-    assert np.abs(upscale(student, lrs[3]) - upscale(teacher, lrs[3])).max() < 1  # grey levels, borders included
+    fit_head(student, [(upscale(teacher, lr), lr) for lr in lrs[:4]], keep=1.0)
+    assert np.abs(upscale(student, lrs[4]) - upscale(teacher, lrs[4])).max() < 1  # grey levels, borders included
 
 
 def test_the_cli_writes_a_refitted_checkpoint_only_when_validation_rises(tiny_dataset, tmp_path):
