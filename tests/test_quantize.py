@@ -324,14 +324,15 @@ def test_exact_int8_kernels_are_asked_for_only_on_x86_without_vnni(machine, flag
 
 # Issue 3's bar (0.10 dB), on each shipped INT8 artifact against its FP32 twin, both through their real
 # runtimes. Measured (results/quantize.json, QAT recipe 8): x3 and x4 lose at most 0.075 dB on Set5 and hold
-# the bar. The x2 artifacts do not and are guarded where they are: FSRCNN x2 loses 0.137 dB, FSRCNN-s x2 0.166
+# the bar. The x2 artifacts do not and are guarded where they are: FSRCNN x2 loses 0.137 dB, FSRCNN-s x2 0.148
 # (both transferred again from the x3 bodies in xfer25, TRAINING.md: FP32 +0.146 / +0.137, INT8 +0.122 / +0.140
 # against the weights before, which lost 0.122 / 0.154; FSRCNN-s x2 then trained padding-free in ctx39: FP32
 # +0.046, INT8 +0.037, so 0.152 became 0.161, distilled in kd41: 0.163, and again in kd48: FP32 +0.015, INT8
 # +0.029, so 0.149, and in kd49: FP32 +0.003, INT8 +0.005, so 0.147, then trained through products four times
-# as wide in ov53: FP32 +0.028, INT8 +0.009, so 0.166, the gap wider but both artifacts better than before;
-# FSRCNN x2 distilled in kd47: FP32 +0.016, INT8 +0.025, so 0.146 became 0.137).
-INT8_MAX_LOSS_DB = {"fsrcnn_x2": 0.145, "fsrcnn-s_x2": 0.175}
+# as wide in ov53: FP32 +0.028, INT8 +0.009, so 0.166, the gap wider but both artifacts better than before,
+# and so again in ov54: FP32 +0.018, INT8 +0.036, so 0.148; FSRCNN x2 distilled in kd47: FP32 +0.016, INT8
+# +0.025, so 0.146 became 0.137).
+INT8_MAX_LOSS_DB = {"fsrcnn_x2": 0.145, "fsrcnn-s_x2": 0.155}
 INT8_BAR_DB = 0.10
 
 
