@@ -323,7 +323,7 @@ def test_exact_int8_kernels_are_asked_for_only_on_x86_without_vnni(machine, flag
 
 
 # Issue 3's bar (0.10 dB), on each shipped INT8 artifact against its FP32 twin, both through their real
-# runtimes. Measured (results/quantize.json, QAT recipe 8): x3 and x4 lose at most 0.090 dB on Set5 and hold
+# runtimes. Measured (results/quantize.json, QAT recipe 8): x3 and x4 lose at most 0.082 dB on Set5 and hold
 # the bar. The x2 artifacts do not and are guarded where they are: FSRCNN x2 loses 0.137 dB, FSRCNN-s x2 0.148
 # (both transferred again from the x3 bodies in xfer25, TRAINING.md: FP32 +0.146 / +0.137, INT8 +0.122 / +0.140
 # against the weights before, which lost 0.122 / 0.154; FSRCNN-s x2 then trained padding-free in ctx39: FP32
