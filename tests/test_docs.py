@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -33,6 +34,18 @@ def test_every_results_table_has_one_place_in_the_docs_and_every_marker_a_table(
     for doc, text in texts.items():
         for name in re.findall(r"<!-- table:([\w-]+) -->", text):
             assert name in update_readme.TABLES, (doc, name)
+
+
+def test_the_readmes_raw_and_rounded_figures_against_a_target_are_the_shipped_weights():
+    """Prose quotes the table's figures beside issue 2's targets; this catches them going stale after a ship."""
+    evaluation = json.loads((ROOT / "results" / "evaluation.json").read_text())
+    shipped = {(f"{scores['psnr']:.3f}", f"{scores['psnr_uint8']:.3f}")
+               for model in evaluation["models"].values()
+               for scores in (model["Set5"], model["Set14"])}
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    quoted = re.findall(r"(\d\d\.\d{3}) / (\d\d\.\d{3})(?: rounded)? against", prose)
+    assert quoted
+    assert [pair for pair in quoted if pair not in shipped] == []
 
 
 def test_fill_tables_rewrites_a_stale_table_between_its_markers():
