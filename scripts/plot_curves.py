@@ -27,7 +27,7 @@ LOGS = ROOT / "results" / "training_logs"
 PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7", "align9", "mirror10",
           "mirror11", "mirror12", "mirror13", "mirror14", "mirror17", "mirror18",
           "xfer25", "xfer25a", "joint26", "l1-27", "kd28", "ctx39", "pf40", "kd41", "pf42", "kd42", "pf43", "kd43", "kd44", "kd45",
-          "kd46", "kd47", "pf47", "kd48", "kd49", "kd51", "ov52", "ov53", "ov54", "ov55", "ov57", "ov58", "ov59", "ov60"]
+          "kd46", "kd47", "pf47", "kd48", "kd49", "kd51", "ov52", "ov53", "ov54", "ov55", "ov57", "ov58", "ov59", "ov60", "ov62"]
 
 
 def phases() -> list[str]:
