@@ -27,7 +27,8 @@ LOGS = ROOT / "results" / "training_logs"
 PHASES = ["scratch", "deconv", "all", "gpu1", "gpu2", "gpu3", "gpu4", "t91", "gpu5", "gpu6", "cpu7", "align9", "mirror10",
           "mirror11", "mirror12", "mirror13", "mirror14", "mirror17", "mirror18",
           "xfer25", "xfer25a", "joint26", "l1-27", "kd28", "ctx39", "pf40", "kd41", "pf42", "kd42", "pf43", "kd43", "kd44", "kd45",
-          "kd46", "kd47", "pf47", "kd48", "kd49", "kd51", "ov52", "ov53", "ov54", "ov55", "ov57", "ov58", "ov59", "ov60", "ov62", "ov64"]
+          "kd46", "kd47", "pf47", "kd48", "kd49", "kd51", "ov52", "ov53", "ov54", "ov55", "ov57", "ov58", "ov59", "ov60", "ov62", "ov64",
+          "ov66", "ov67"]
 
 
 def phases() -> list[str]:
@@ -48,7 +49,7 @@ def collect(runs: Path) -> None:
 # counts training patches seen: the GPU runs took 4 to 16 times the CPU's batch, FSRCNN x3's two-thread CPU runs 4
 # times, FSRCNN x4's padding-free runs a quarter of it (LR patches of 24, not 12).
 BATCH = {"gpu1": 256, "gpu2": 256, "gpu3": 512, "gpu4": 1024, "gpu5": 512, "gpu6": 512, "ov62": 256, "ov64": 256,
-         "pf40": 16, "pf42": 16, "pf43": 16, "pf47": 16}
+         "ov66": 256, "ov67": 256, "pf40": 16, "pf42": 16, "pf43": 16, "pf47": 16}
 CPU_BATCH = 64
 # Issue 2's Set5 targets, drawn as each panel's dashed line.
 SET5_TARGETS = {"fsrcnn_x2": 37.10, "fsrcnn_x3": 33.28, "fsrcnn_x4": 30.82,
